@@ -1,0 +1,1 @@
+"""Sweeps, micro-benchmarks, storage, analysis, plots and the claims report."""

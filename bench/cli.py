@@ -1,0 +1,79 @@
+"""python -m bench VERB: run | micro | report | compare.
+
+Each cmd_<verb> only maps arguments to the keyword arguments of one library
+function (tests call those functions directly); errors become one line on
+stderr with exit 1 (runtime) or 2 (usage).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from servers.cli import OneLineParser, die
+
+PROG = "python -m bench"
+
+
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog=PROG, description="Sweep, measure and report select/poll/epoll.")
+    sub = p.add_subparsers(dest="verb", metavar="VERB", required=True,
+                           parser_class=OneLineParser)
+
+    r = sub.add_parser("run", help="run a profile's sweep into a run directory")
+    r.add_argument("--profile", default="default",
+                   help="quick, default, full, or a path to a TOML profile (default: default)")
+    r.add_argument("--out", metavar="RUN_DIR", help="run directory to create (default results/<run-id>)")
+    r.add_argument("--resume", metavar="RUN_DIR", help="complete the missing points of an earlier run")
+    r.add_argument("--only", metavar="REGEX", help="run only the points whose id matches REGEX")
+    r.set_defaults(func=cmd_run)
+
+    m = sub.add_parser("micro", help="wait-call micro-benchmark on socketpairs (no TCP)")
+    m.add_argument("--out", metavar="RUN_DIR", help="run directory (default results/<run-id>)")
+    m.add_argument("--quick", action="store_true", help="fewer sizes and samples")
+    m.set_defaults(func=cmd_micro)
+
+    rep = sub.add_parser("report", help="write report.md, report.html and plots for a run")
+    rep.add_argument("run_dir", metavar="RUN_DIR")
+    rep.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("compare", help="compare two runs measure by measure")
+    c.add_argument("run_a", metavar="RUN_A")
+    c.add_argument("run_b", metavar="RUN_B")
+    c.set_defaults(func=cmd_compare)
+    return p
+
+
+def cmd_run(args) -> int:
+    from .run import run
+    run_dir = run(profile=args.profile, out=args.out, resume=args.resume, only=args.only)
+    print(run_dir)
+    return 0
+
+
+def cmd_micro(args) -> int:
+    from .micro import run_micro
+    print(run_micro(out=args.out, quick=args.quick))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+    print(write_report(args.run_dir))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import compare_runs
+    print(compare_runs(args.run_a, args.run_b))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .store import RunFormatError
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RunFormatError as e:
+        die(PROG, str(e))
+    except KeyboardInterrupt:
+        die(PROG, "interrupted", 130)

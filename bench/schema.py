@@ -1,0 +1,41 @@
+"""The result files' formats: version and column order (see DESIGN.md, Formats).
+
+Units live in the names: _s seconds, _us microseconds, _ns nanoseconds,
+_msgs_s messages per second, msg_size and *_bytes in bytes. Columns may be
+appended; none of these may be renamed or reordered.
+"""
+
+FORMAT = 1
+
+POINT_COLUMNS = [
+    "point_id", "experiment", "mechanism", "connections", "active", "msg_size",
+    "rate", "rep", "throughput_msgs_s", "p50_us", "p90_us", "p99_us", "p999_us",
+    "max_us", "server_cpu_user_s", "server_cpu_sys_s", "server_cpu_us_per_msg",
+    "wait_calls", "wait_ns_per_call", "events_per_call", "loadgen_cpu_max",
+    "saturated", "noisy", "errors", "corrupt", "rejected_fd_setsize",
+    "duration_s", "error",
+]
+
+MICRO_COLUMNS = [
+    "op", "mechanism", "registered", "ready", "timeout_mode",
+    "ns_median", "ns_p10", "ns_p90", "samples", "note",
+]
+
+SYSCALL_COLUMNS = [
+    "point_id", "mechanism", "syscall", "calls", "seconds", "errors",
+    "calls_per_msg", "tracer",
+]
+
+MEMORY_COLUMNS = [
+    "mechanism", "connections", "rss_bytes", "slab_bytes", "per_conn_rss_bytes",
+    "per_conn_kernel_bytes", "eventpoll_epi", "eventpoll_pwq", "TCP",
+    "sock_inode_cache",
+]
+
+# file name -> its columns, for the loader
+TABLES = {
+    "points.csv": POINT_COLUMNS,
+    "micro.csv": MICRO_COLUMNS,
+    "syscalls.csv": SYSCALL_COLUMNS,
+    "memory.csv": MEMORY_COLUMNS,
+}

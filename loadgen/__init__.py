@@ -1,0 +1,1 @@
+"""Multiprocess load generator for the echo servers."""

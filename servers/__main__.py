@@ -1,0 +1,107 @@
+"""python -m servers MECHANISM: run one echo server until SIGTERM/SIGINT.
+
+Prints `READY <host> <port> <pid>` once listening; at shutdown writes the
+statistics JSON to --stats (else stdout) and exits 0.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import socket
+import sys
+import traceback
+
+from . import MECHANISMS
+from .cli import OneLineParser, die, port_number, positive_int
+from .core import Server, write_stats
+
+PROG = "python -m servers"
+
+
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog=PROG, description="Echo server on one readiness mechanism.")
+    p.add_argument("mechanism", choices=list(MECHANISMS), metavar="MECHANISM",
+                   help="one of: " + ", ".join(MECHANISMS))
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=port_number, default=0,
+                   help="TCP port (default 0: any free port, printed on the READY line)")
+    p.add_argument("--stats", metavar="FILE",
+                   help="write the statistics JSON here at shutdown (default: stdout)")
+    p.add_argument("--max-fds", type=positive_int, metavar="N",
+                   help="lower the soft descriptor limit to N (default: raise it to the hard limit)")
+    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on stderr")
+    return p
+
+
+def set_fd_limit(max_fds: int | None) -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard one, or lower it to max_fds."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if max_fds is None else max_fds
+    if hard != resource.RLIM_INFINITY and want > hard:
+        die(PROG, f"--max-fds {want} is above the hard descriptor limit {hard}: "
+                  f"give at most {hard}", 2)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return want, hard
+
+
+def check_writable(path: str) -> None:
+    probe = f"{path}.probe{os.getpid()}"
+    try:
+        with open(probe, "w"):
+            pass
+        os.unlink(probe)
+    except OSError as e:
+        die(PROG, f"cannot write --stats {path}: {e.strerror}; choose a writable path")
+
+
+def resolve(host: str, port: int) -> str:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        die(PROG, f"cannot resolve --host {host!r} ({e.strerror}): give an address such as 127.0.0.1")
+    return infos[0][4][0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    mod = MECHANISMS[args.mechanism]
+    soft, hard = set_fd_limit(args.max_fds)
+    if args.stats:
+        check_writable(args.stats)
+    address = resolve(args.host, args.port)
+    try:
+        server = Server(mod.NAME, address, args.port, fd_limit=mod.FD_LIMIT,
+                        edge=getattr(mod, "EDGE", False))
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            die(PROG, f"port {args.port} on {address} is in use: choose another --port, "
+                      "or 0 for any free port")
+        if e.errno == errno.EACCES:
+            die(PROG, f"no permission to bind {address}:{args.port}: use a port above 1023")
+        die(PROG, f"cannot listen on {address}:{args.port}: {e.strerror}")
+    host, port = server.address
+    print(f"READY {host} {port} {os.getpid()}", flush=True)
+
+    failure = None
+    try:
+        mod.run(server)
+    except Exception as e:                       # keep the stats even if the loop broke
+        failure = f"{type(e).__name__}: {e}"
+        if args.verbose:
+            traceback.print_exc()
+    stats = server.shutdown()
+    stats.update(rlimit_nofile={"soft": soft, "hard": hard}, failure=failure,
+                 host=host, port=port, pid=os.getpid())
+    try:
+        write_stats(stats, args.stats)
+    except OSError as e:
+        die(PROG, f"cannot write --stats {args.stats}: {e.strerror}")
+    if failure:
+        die(PROG, f"{args.mechanism} loop failed: {failure} (rerun with -v for the traceback)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

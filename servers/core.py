@@ -1,0 +1,333 @@
+"""The connection core shared by every echo server: all but readiness.
+
+A mechanism module owns one thing, its wait loop and the bookkeeping of what
+the kernel is watching. Everything else lives here, once, so the four servers
+differ only in how they learn that a descriptor is ready:
+
+    loop                                    core (this module)
+    ----                                    ------------------
+    wait for readiness  ---- fd, r, w --->  Server.on_ready: accept / recv /
+    apply interest changes <- changes ----  echo / back-pressure / close
+    unregister, then      -- fd ------->    Server.close(fd) -> more changes
+
+Interest changes are (fd, want) pairs. `want` is a bit mask of READ and WRITE
+(0 keeps the fd registered but asks for nothing), or CLOSED: drop the fd from
+the interest set, then call `server.close(fd)`; the loop must forget the fd
+before it is closed, because the kernel hands the same number to the next
+accept.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import resource
+import signal
+import socket
+
+READ, WRITE = 1, 2   # interest bits; each loop maps them to its own flags
+CLOSED = -1          # drop fd from your interest set, then call server.close(fd)
+
+BUFSIZE = 65536              # one recv size for every mechanism
+HIGH_WATER = 256 * 1024      # unsent bytes above which a connection stops being read
+BACKLOG = 4096               # capped by net.core.somaxconn
+NO_CHANGE: tuple = ()        # shared empty result: the common case allocates nothing
+
+_RESET = (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ETIMEDOUT)
+_NO_FDS = (errno.EMFILE, errno.ENFILE)
+FORMAT = 1
+
+
+class Conn:
+    """One accepted connection: its socket and the bytes the kernel did not take."""
+
+    __slots__ = ("sock", "out", "reading", "eof")
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.out = bytearray()   # unsent echo, in order
+        self.reading = True      # False above HIGH_WATER until drained
+        self.eof = False         # peer half-closed: flush, then close
+
+
+class Stats:
+    """Counters written as JSON at shutdown (see DESIGN.md, Formats).
+
+    Histograms use log2 buckets keyed by their exclusive upper bound: a wait of
+    700 ns lands in "1024", a call that returned 3 events in "4", 0 events in "1".
+    Every accept() that succeeded is in `accepted`; each such connection ends in
+    exactly one of `rejected_fd_setsize` or a `closed` reason, so
+    accepted == rejected_fd_setsize + sum(closed.values()).
+    """
+
+    def __init__(self, mechanism: str):
+        self.mechanism = mechanism
+        self.wait_calls = 0
+        self.wait_ns_total = 0
+        self.events_total = 0
+        self._wait_hist = [0] * 64     # index = bit_length(ns)
+        self._events_hist = [0] * 32   # index = bit_length(events)
+        self.accepted = 0
+        self.rejected_fd_setsize = 0
+        self.accept_paused = 0
+        self.closed = {"peer": 0, "reset": 0, "error": 0, "shutdown": 0}
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.peak_registered = 0
+
+    def record_wait(self, ns: int, events: int) -> None:
+        self.wait_calls += 1
+        self.wait_ns_total += ns
+        self._wait_hist[ns.bit_length()] += 1
+        self.events_total += events
+        self._events_hist[events.bit_length()] += 1
+
+    def to_dict(self) -> dict:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "format": FORMAT,
+            "mechanism": self.mechanism,
+            "wait_calls": self.wait_calls,
+            "wait_ns_total": self.wait_ns_total,
+            "wait_ns_hist": _log2_buckets(self._wait_hist),
+            "events_total": self.events_total,
+            "events_per_call_hist": _log2_buckets(self._events_hist),
+            "accepted": self.accepted,
+            "rejected_fd_setsize": self.rejected_fd_setsize,
+            "accept_paused": self.accept_paused,
+            "closed": dict(self.closed),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "peak_registered": self.peak_registered,
+            "cpu_user_s": ru.ru_utime,
+            "cpu_sys_s": ru.ru_stime,
+            "peak_rss_bytes": ru.ru_maxrss * 1024,   # Linux reports KiB
+        }
+
+
+def _log2_buckets(counts: list[int]) -> dict[str, int]:
+    return {str(1 << i): n for i, n in enumerate(counts) if n}
+
+
+class Server:
+    """A non-blocking listener, its connections and the statistics.
+
+    `fd_limit` refuses accepted descriptors at or above it (select: FD_SETSIZE).
+    `edge=True` serves an edge-triggered loop: every read and write goes until
+    the kernel has nothing more, and a paused read or accept is retried at once
+    on resume, because no new edge will announce what is already queued.
+    Signals (SIGTERM, SIGINT) arrive as bytes on `wakeup_fd` and clear `running`.
+    """
+
+    def __init__(self, mechanism: str, host: str = "127.0.0.1", port: int = 0, *,
+                 fd_limit: int | None = None, edge: bool = False):
+        self.stats = Stats(mechanism)
+        self.fd_limit = fd_limit
+        self.edge = edge
+        self.running = True
+        self.conns: dict[int, Conn] = {}     # fd -> Conn
+        self._accept_paused = False
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.listener.bind((host, port))
+            self.listener.listen(BACKLOG)
+        except BaseException:
+            self.listener.close()
+            raise
+        self.listener.setblocking(False)
+        self.listen_fd = self.listener.fileno()
+        self.address = self.listener.getsockname()[:2]
+
+        # signal.set_wakeup_fd: the C handler writes the signal number here, so
+        # no wait call needs a timeout to notice SIGTERM (PEP 475 retries EINTR).
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.wakeup_fd = self._wake_r.fileno()
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.running = False
+
+    # -- the contract every loop calls -------------------------------------
+
+    def on_ready(self, fd: int, readable: bool, writable: bool):
+        """Do the I/O the kernel reported on fd; return interest changes in order.
+
+        (new_fd, READ) per accepted connection; (fd, READ | WRITE) while bytes are
+        unsent; (fd, WRITE) above the high-water mark; (listen_fd, 0) while accept
+        is paused on EMFILE; (fd, CLOSED) when done. EAGAIN is not an error:
+        spurious readiness is allowed.
+        """
+        conn = self.conns.get(fd)
+        if conn is None:
+            if fd == self.listen_fd:
+                return self._accept()
+            if fd == self.wakeup_fd:
+                self._drain_wakeup()
+            return NO_CHANGE
+        had_out = bool(conn.out)
+        was_reading = conn.reading
+        if writable and conn.out:
+            if not self._flush(conn):
+                return ((fd, CLOSED),)
+            if conn.eof and not conn.out:
+                self.stats.closed["peer"] += 1      # half-close: flushed, now close
+                return ((fd, CLOSED),)
+            if not conn.out and not conn.reading:
+                conn.reading = True                 # drained: resume reading
+                if self.edge:
+                    readable = True                 # queued data will raise no new edge
+        if readable and conn.reading:
+            if not self._read(conn):
+                return ((fd, CLOSED),)
+        if self.edge:
+            return NO_CHANGE                        # registered once for both directions
+        if bool(conn.out) == had_out and conn.reading == was_reading:
+            return NO_CHANGE
+        return ((fd, (READ if conn.reading else 0) | (WRITE if conn.out else 0)),)
+
+    def close(self, fd: int):
+        """Close a connection the loop has already forgotten; return follow-up changes.
+
+        Called once per (fd, CLOSED). A descriptor is now free, so if accept was
+        paused on EMFILE it resumes: a level-triggered loop re-arms the listener,
+        an edge-triggered one accepts at once.
+        """
+        conn = self.conns.pop(fd)
+        conn.sock.close()
+        if not self._accept_paused:
+            return NO_CHANGE
+        self._accept_paused = False
+        if self.edge:
+            return self._accept()
+        return ((self.listen_fd, READ),)
+
+    def shutdown(self) -> dict:
+        """Close everything still open (counted as `shutdown`) and return the stats."""
+        for conn in self.conns.values():
+            conn.sock.close()
+            self.stats.closed["shutdown"] += 1
+        self.conns.clear()
+        signal.set_wakeup_fd(-1)
+        self.listener.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        return self.stats.to_dict()
+
+    # -- the I/O itself ------------------------------------------------------
+
+    def _accept(self):
+        changes = []
+        stats = self.stats
+        while True:                                 # accept until EAGAIN
+            try:
+                sock, _ = self.listener.accept()
+            except BlockingIOError:
+                return changes
+            except OSError as e:
+                if e.errno in _NO_FDS:
+                    # never spin on EMFILE: stop watching the listener until a close
+                    stats.accept_paused += 1
+                    self._accept_paused = True
+                    if not self.edge:
+                        changes.append((self.listen_fd, 0))
+                    return changes
+                if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue                        # the peer gave up in the backlog
+                raise
+            stats.accepted += 1
+            fd = sock.fileno()
+            if self.fd_limit is not None and fd >= self.fd_limit:
+                sock.close()                        # select cannot watch fd >= FD_SETSIZE
+                stats.rejected_fd_setsize += 1
+                continue
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.conns[fd] = Conn(sock)
+            if len(self.conns) + 2 > stats.peak_registered:
+                stats.peak_registered = len(self.conns) + 2   # + listener + wakeup
+            changes.append((fd, READ))
+
+    def _read(self, conn: Conn) -> bool:
+        """recv and echo; False when the connection must close."""
+        sock = conn.sock
+        stats = self.stats
+        while True:
+            try:
+                data = sock.recv(BUFSIZE)
+            except BlockingIOError:
+                return True
+            except OSError as e:
+                return self._failed(e)
+            if not data:                            # peer closed its side (FIN)
+                conn.eof = True
+                conn.reading = False
+                if conn.out:
+                    return True                     # half-close: flush first
+                stats.closed["peer"] += 1
+                return False
+            stats.bytes_in += len(data)
+            if conn.out:
+                conn.out += data                    # keep order behind what is unsent
+            else:
+                try:
+                    n = sock.send(data)             # echo at once
+                except BlockingIOError:
+                    n = 0
+                except OSError as e:
+                    return self._failed(e)
+                stats.bytes_out += n
+                if n < len(data):
+                    conn.out += memoryview(data)[n:]   # buffer only what the kernel refused
+            if len(conn.out) > HIGH_WATER:
+                conn.reading = False                # back-pressure: stop reading until drained
+                return True
+            # Level-triggered: one recv per readiness. Edge-triggered: a short read
+            # means the receive queue is empty (epoll(7)); a full one may not.
+            if not self.edge or len(data) < BUFSIZE:
+                return True
+
+    def _flush(self, conn: Conn) -> bool:
+        """Send what is pending; False when the connection must close."""
+        try:
+            n = conn.sock.send(conn.out)
+        except BlockingIOError:
+            return True
+        except OSError as e:
+            return self._failed(e)
+        self.stats.bytes_out += n
+        del conn.out[:n]
+        return True
+
+    def _failed(self, e: OSError) -> bool:
+        if e.errno in _RESET:
+            self.stats.closed["reset"] += 1         # ECONNRESET / EPIPE close quietly
+        else:
+            self.stats.closed["error"] += 1
+        return False
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+
+def write_stats(stats: dict, path: str | None) -> None:
+    """Write the statistics JSON to path (atomically) or to stdout."""
+    text = json.dumps(stats, sort_keys=True, indent=2)
+    if path is None:
+        print(text, flush=True)
+        return
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,65 @@
+"""Echo server loop on edge-triggered epoll(7) (EPOLLET).
+
+Facts about edge-triggered epoll that shape this loop:
+
+- EPOLLET reports a change of state, not a state: epoll(7) says "an event
+  will be generated upon each receipt of a chunk of data", and nothing while
+  data already queued sits unread. Whatever a wake-up announced must be
+  consumed now or it is never announced again. So the core, built with
+  edge=True, reads until the receive queue is empty, accepts until EAGAIN,
+  and when it resumes a paused read or accept it retries at once.
+- A short read means the queue is empty (epoll(7): "if you call read(2) by
+  asking to read a certain amount of data and read(2) returns a lower number
+  of bytes, you can be sure of having exhausted the read I/O space"), which
+  saves the extra recv that would only return EAGAIN.
+- Because only changes raise events, a descriptor can be registered once
+  for both directions and never modified: EPOLLOUT does not fire while the
+  socket stays writable, only when send-buffer space comes back after a
+  send fell short. This loop never calls epoll_ctl after registration; the
+  level-triggered loop calls it whenever write interest comes or goes.
+- EPOLLRDHUP reports the peer's FIN even when no data comes with it.
+- It is not once-only: every new chunk raises a new event (C5 probes
+  this); once-only needs EPOLLONESHOT and a re-arm per event.
+- As in epoll_loop: the set lives in the kernel, epoll_wait copies out only
+  ready events, CPython allocates a maxevents array per call, unregister
+  precedes close, and only the wakeup fd ends the wait.
+"""
+
+import select
+from time import perf_counter_ns
+
+from .core import CLOSED, READ, Server
+
+NAME = "epoll-et"
+FD_LIMIT = None
+EDGE = True          # the core reads/writes until EAGAIN and retries on resume
+MAXEVENTS = 1024     # fixed; CPython allocates the array per call (selectmodule.c)
+_ALL = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+
+
+def run(server: Server) -> None:
+    ep = select.epoll()
+    registered: set[int] = set()
+
+    def apply(changes):
+        for fd, want in changes:
+            if want == CLOSED:
+                ep.unregister(fd)            # forget fd before close() frees its number
+                registered.discard(fd)
+                apply(server.close(fd))      # may accept at once after EMFILE
+            elif fd not in registered:
+                ep.register(fd, _ALL)        # once, for both directions
+                registered.add(fd)
+
+    try:
+        apply([(server.listen_fd, READ), (server.wakeup_fd, READ)])
+        while server.running:
+            t0 = perf_counter_ns()
+            ready = ep.poll(-1, MAXEVENTS)   # no timeout: signals arrive on wakeup_fd
+            server.stats.record_wait(perf_counter_ns() - t0, len(ready))
+            for fd, ev in ready:
+                if fd in registered:         # may have closed earlier in this batch
+                    apply(server.on_ready(fd, bool(ev & ~select.EPOLLOUT),
+                                          bool(ev & ~select.EPOLLIN)))
+    finally:
+        ep.close()
