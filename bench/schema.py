@@ -14,7 +14,16 @@ POINT_COLUMNS = [
     "wait_calls", "wait_ns_per_call", "events_per_call", "loadgen_cpu_max",
     "saturated", "noisy", "errors", "corrupt", "rejected_fd_setsize",
     "duration_s", "error",
+    # appended columns (allowed by DESIGN.md; never rename the ones above)
+    "established", "echoing", "idle_open_at_end", "rate_achieved_msgs_s",
+    "server_cpu_user_us_per_msg", "server_cpu_sys_us_per_msg",
+    "loadgen_cpu_user_us_per_msg", "noise_cpu_pct", "reference",
 ]
+
+EXPERIMENTS = ("scan", "scan-rate", "activity", "msgsize", "fdlimit")
+# the equivalent servers, then the references of issue 6 (labelled as such)
+MECHANISMS = ("select", "poll", "epoll", "epoll-et")
+REFERENCES = ("epoll-toggle", "threads", "asyncio", "uvloop")
 
 MICRO_COLUMNS = [
     "op", "mechanism", "registered", "ready", "timeout_mode",

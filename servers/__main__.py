@@ -29,6 +29,8 @@ def build_parser() -> OneLineParser:
                    help="TCP port (default 0: any free port, printed on the READY line)")
     p.add_argument("--stats", metavar="FILE",
                    help="write the statistics JSON here at shutdown (default: stdout)")
+    p.add_argument("--snapshots", metavar="FILE",
+                   help="on SIGUSR1, append the statistics so far as one JSON line to FILE")
     p.add_argument("--max-fds", type=positive_int, metavar="N",
                    help="lower the soft descriptor limit to N (default: raise it to the hard limit)")
     p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on stderr")
@@ -53,7 +55,7 @@ def check_writable(path: str) -> None:
             pass
         os.unlink(probe)
     except OSError as e:
-        die(PROG, f"cannot write --stats {path}: {e.strerror}; choose a writable path")
+        die(PROG, f"cannot write {path}: {e.strerror}; choose a writable path")
 
 
 def resolve(host: str, port: int) -> str:
@@ -68,12 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     mod = MECHANISMS[args.mechanism]
     soft, hard = set_fd_limit(args.max_fds)
-    if args.stats:
-        check_writable(args.stats)
+    for path in (args.stats, args.snapshots):
+        if path:
+            check_writable(path)
     address = resolve(args.host, args.port)
     try:
         server = Server(mod.NAME, address, args.port, fd_limit=mod.FD_LIMIT,
-                        edge=getattr(mod, "EDGE", False))
+                        edge=getattr(mod, "EDGE", False), snapshots=args.snapshots)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             die(PROG, f"port {args.port} on {address} is in use: choose another --port, "

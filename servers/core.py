@@ -25,6 +25,7 @@ import os
 import resource
 import signal
 import socket
+import time
 
 READ, WRITE = 1, 2   # interest bits; each loop maps them to its own flags
 CLOSED = -1          # drop fd from your interest set, then call server.close(fd)
@@ -121,8 +122,10 @@ class Server:
     """
 
     def __init__(self, mechanism: str, host: str = "127.0.0.1", port: int = 0, *,
-                 fd_limit: int | None = None, edge: bool = False):
+                 fd_limit: int | None = None, edge: bool = False,
+                 snapshots: str | None = None):
         self.stats = Stats(mechanism)
+        self.snapshots = snapshots
         self.fd_limit = fd_limit
         self.edge = edge
         self.running = True
@@ -151,9 +154,22 @@ class Server:
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        if snapshots:
+            signal.signal(signal.SIGUSR1, self._on_snapshot)
 
     def _on_signal(self, signum, frame) -> None:
         self.running = False
+
+    def _on_snapshot(self, signum, frame) -> None:
+        """SIGUSR1: append the counters so far, stamped with CLOCK_MONOTONIC.
+
+        The load generator signals at the start and end of its measured
+        window, so a window's wait calls and CPU are the difference of two lines.
+        """
+        snap = self.stats.to_dict()
+        snap["monotonic_s"] = time.monotonic()
+        with open(self.snapshots, "a") as f:
+            f.write(json.dumps(snap, sort_keys=True) + "\n")
 
     # -- the contract every loop calls -------------------------------------
 
