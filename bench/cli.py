@@ -20,11 +20,16 @@ def build_parser() -> OneLineParser:
                            parser_class=OneLineParser)
 
     r = sub.add_parser("run", help="run a profile's sweep into a run directory")
-    r.add_argument("--profile", default="default",
-                   help="quick, default, full, or a path to a TOML profile (default: default)")
-    r.add_argument("--out", metavar="RUN_DIR", help="run directory to create (default results/<run-id>)")
-    r.add_argument("--resume", metavar="RUN_DIR", help="complete the missing points of an earlier run")
-    r.add_argument("--only", metavar="REGEX", help="run only the points whose id matches REGEX")
+    r.add_argument("--profile", metavar="NAME|FILE",
+                   help="quick (~2 min), default (~15 min), full (~60 min), or a path to a "
+                        "TOML profile (default: default; with --resume, the run's own)")
+    r.add_argument("--out", metavar="RUN_DIR",
+                   help="run directory to create; must not exist (default results/<run-id>)")
+    r.add_argument("--resume", metavar="RUN_DIR",
+                   help="complete an earlier run: run only the points missing from its points.csv")
+    r.add_argument("--only", metavar="REGEX",
+                   help="run only the points whose id matches REGEX, "
+                        "e.g. 'scan-epoll' or 'c1000-.*-r1$'")
     r.set_defaults(func=cmd_run)
 
     m = sub.add_parser("micro", help="wait-call micro-benchmark on socketpairs (no TCP)")
@@ -44,10 +49,22 @@ def build_parser() -> OneLineParser:
 
 
 def cmd_run(args) -> int:
-    from .run import run
-    run_dir = run(profile=args.profile, out=args.out, resume=args.resume, only=args.only)
-    print(run_dir)
-    return 0
+    from servers.cli import UsageError
+
+    from .profile import ProfileError
+    from .run import Interrupted, RunError, run
+    from .store import read_meta
+    try:
+        run_dir = run(profile=args.profile, out=args.out, resume=args.resume, only=args.only)
+    except (ProfileError, UsageError) as e:
+        die(PROG, str(e), 2)
+    except RunError as e:
+        die(PROG, str(e), 1)
+    except Interrupted as e:
+        print(e.run_dir, flush=True)           # still the last line on stdout
+        die(PROG, "interrupted", 130)
+    print(run_dir, flush=True)
+    return 1 if read_meta(run_dir)["state"] == "failed" else 0
 
 
 def cmd_micro(args) -> int:

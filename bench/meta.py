@@ -1,0 +1,136 @@
+"""meta.json: the machine, software and limits a run worked under."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import resource
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from .schema import FORMAT
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("iomux-bench", "numpy", "pandas", "matplotlib", "psutil", "hdrhistogram", "pytest")
+SYSCTLS = ("fs/file-max", "fs/nr_open", "fs/epoll/max_user_watches",
+           "net/ipv4/ip_local_port_range", "net/core/somaxconn", "net/ipv4/tcp_tw_reuse")
+
+
+def now_iso() -> str:
+    """The current time as ISO-8601 UTC, to the second."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def collect_meta() -> dict:
+    """Everything about this machine and this checkout that a result depends on.
+
+    Unreadable items (a container without cpufreq, a tree without git) are
+    recorded as null, never guessed.
+    """
+    return {
+        "format": FORMAT,
+        "kernel": {"release": platform.release(), "version": platform.version(),
+                   "machine": platform.machine()},
+        "cpu": {"model": _cpu_model(), "count": os.cpu_count(),
+                "affinity": sorted(os.sched_getaffinity(0)), "governors": _governors()},
+        "memory": {"mem_total_bytes": _mem_total()},
+        "limits": {"rlimit_nofile": {"orchestrator": rlimit_nofile()},
+                   **{name.replace("/", "."): _read_sysctl(name) for name in SYSCTLS}},
+        "python": {"version": platform.python_version(),
+                   "implementation": platform.python_implementation(),
+                   "executable": sys.executable},
+        "packages": _packages(),
+        "git": _git(),
+    }
+
+
+def rlimit_nofile(pid: int | None = None) -> dict | None:
+    """{"soft", "hard"} of RLIMIT_NOFILE for this process or another (from /proc)."""
+    if pid is None:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return {"soft": soft, "hard": hard}
+    try:
+        for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return {"soft": _num(soft), "hard": _num(hard)}
+    except OSError:
+        return None
+    return None
+
+
+def raise_fd_limit() -> dict:
+    """Raise the soft RLIMIT_NOFILE to the hard one (children inherit it)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return rlimit_nofile()
+
+
+def _num(text: str):
+    return -1 if text == "unlimited" else int(text)
+
+
+def _read_sysctl(name: str):
+    try:
+        text = Path("/proc/sys", name).read_text().split()
+    except OSError:
+        return None
+    values = [int(v) if v.lstrip("-").isdigit() else v for v in text]
+    return values[0] if len(values) == 1 else values
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _governors() -> dict:
+    """cpu -> cpufreq scaling governor, for the CPUs that expose one."""
+    out = {}
+    for path in sorted(Path("/sys/devices/system/cpu").glob("cpu[0-9]*/cpufreq/scaling_governor")):
+        try:
+            out[path.parent.parent.name] = path.read_text().strip()
+        except OSError:
+            pass
+    return out
+
+
+def _mem_total() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _packages() -> dict:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _git() -> dict:
+    def git(*args):
+        r = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+                           timeout=10)
+        return r.stdout.strip() if r.returncode == 0 else None
+    try:
+        rev = git("rev-parse", "HEAD")
+        status = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.TimeoutExpired):
+        return {"rev": None, "dirty": None}
+    return {"rev": rev, "dirty": None if status is None else bool(status)}

@@ -1,0 +1,129 @@
+"""Profile -> the ordered list of points a run measures, and how long they take."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import asdict, dataclass
+
+from .profile import RUNS_PAST_FD_LIMIT, Profile, ProfileError, fd_limit
+
+REFUSED_FD_SETSIZE = "refused: FD_SETSIZE"
+
+# Duration model, measured on the 2-core development machine (see
+# estimate_s): starting the server and the load generator, handshakes and
+# teardown cost a fixed part plus a part per connection.
+OVERHEAD_S = 0.9
+OVERHEAD_S_PER_CONN = 0.00025
+TASK_ESTIMATE_S = {("micro", True): 20.0, ("micro", False): 150.0}   # (kind, quick) -> s
+
+
+@dataclass(frozen=True)
+class Point:
+    """One server + load generator measurement: a mechanism at one set of axes."""
+
+    id: str
+    experiment: str
+    mechanism: str
+    connections: int
+    active: int
+    msg_size: int            # bytes
+    rate: float | None       # messages/s over all connections; None = closed loop
+    rep: int                 # 1-based repetition
+    warmup_s: float
+    window_s: float
+    pipeline: int = 1
+    arrivals: str = "fixed"
+    server_max_fds: int | None = None
+    noise_threshold_pct: float = 10.0
+    refused: str | None = None   # why the point is recorded without running
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A run-once job that writes its own table (the micro-benchmark)."""
+
+    id: str
+    experiment: str
+    quick: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def point_id(experiment: str, mechanism: str, connections: int, active: int, msg_size: int,
+             rate: float | None, rep: int, pipeline: int = 1, arrivals: str = "fixed",
+             server_max_fds: int | None = None) -> str:
+    """`scan-epoll-c1000-a10-s64-r2`: every axis that varies is spelled out."""
+    parts = [experiment, mechanism, f"c{connections}", f"a{active}", f"s{msg_size}"]
+    if rate is not None:
+        parts.append(f"rate{rate:g}")
+    if arrivals != "fixed":
+        parts.append(arrivals)
+    if pipeline != 1:
+        parts.append(f"k{pipeline}")
+    if server_max_fds is not None:
+        parts.append(f"fds{server_max_fds}")
+    parts.append(f"r{rep}")
+    return "-".join(parts)
+
+
+def points(profile: Profile, seed: int) -> list[Point | Task]:
+    """Every point of the profile, in the order a run measures them.
+
+    Repetitions are outermost. Within a repetition the axis combinations of
+    every experiment come in a seeded random order, and within a combination
+    its mechanisms run back to back, also in seeded random order: drift on
+    a noisy machine then hits every mechanism alike and is not mistaken for
+    a trend along an axis. Tasks (micro) run once, after the sweep. The same
+    profile and seed always give the same list, which is what --resume needs.
+    """
+    rng = random.Random(seed)
+    out: list[Point | Task] = []
+    reps = max((e.repetitions for e in profile.experiments if not e.is_task), default=0)
+    for rep in range(1, reps + 1):
+        groups = []
+        for e in profile.experiments:
+            if e.is_task or rep > e.repetitions:
+                continue
+            for n, act, size, rate in itertools.product(
+                    e.connections, e.active or e.active_ratio, e.msg_size, e.rate):
+                active = act if e.active else round(n * act)
+                groups.append((e, n, active, size, rate))
+        rng.shuffle(groups)
+        for e, n, active, size, rate in groups:
+            mechanisms = list(e.mechanisms)
+            rng.shuffle(mechanisms)
+            for m in mechanisms:
+                limit = fd_limit(m)
+                refused = (REFUSED_FD_SETSIZE if limit is not None and n > limit
+                           and e.kind not in RUNS_PAST_FD_LIMIT else None)
+                out.append(Point(
+                    id=point_id(e.kind, m, n, active, size, rate, rep, e.pipeline,
+                                e.arrivals, e.server_max_fds),
+                    experiment=e.kind, mechanism=m, connections=n, active=active,
+                    msg_size=size, rate=rate, rep=rep, warmup_s=e.warmup_s,
+                    window_s=e.window_s, pipeline=e.pipeline, arrivals=e.arrivals,
+                    server_max_fds=e.server_max_fds,
+                    noise_threshold_pct=profile.noise_threshold_pct, refused=refused))
+    out.extend(Task(id=e.kind, experiment=e.kind, quick=e.quick)
+               for e in profile.experiments if e.is_task)
+    seen: dict[str, int] = {}
+    for p in out:
+        if p.id in seen:
+            raise ProfileError(f"{profile.source}: experiment: point {p.id} is listed twice; "
+                               "give each combination of axes once")
+        seen[p.id] = 1
+    return out
+
+
+def estimate_s(p: Point | Task) -> float:
+    """Expected wall time of one point: warmup + window + start-up, handshakes, teardown."""
+    if isinstance(p, Task):
+        return TASK_ESTIMATE_S.get((p.experiment, p.quick), 60.0)
+    if p.refused:
+        return 0.0
+    return p.warmup_s + p.window_s + OVERHEAD_S + OVERHEAD_S_PER_CONN * p.connections

@@ -1,0 +1,142 @@
+"""Child processes of a run: own process group, pinned, READY with a deadline, always killed.
+
+Every child starts in a new session (so it has its own process group, and
+a Ctrl-C on the terminal reaches only the orchestrator) and is remembered
+until its whole group is gone. kill_all() SIGKILLs every remembered group;
+it runs at interpreter exit (atexit) and from the run's error and signal
+paths, so no server or load-generator worker outlives a run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import selectors
+import signal
+import subprocess
+import tempfile
+import time
+
+_LIVE: dict[int, "Child"] = {}     # pid (= pgid) -> Child not yet known dead
+
+
+class ChildError(RuntimeError):
+    """A child that did not start or answer as it should; the text says which and why."""
+
+
+class Child:
+    """One child process in its own session, stdout piped, stderr to a temp file."""
+
+    def __init__(self, name: str, argv: list[str], *, cpus: list[int] | None = None,
+                 env: dict | None = None):
+        self.name = name
+        self.argv = argv
+        self._err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=self._err, env=env, start_new_session=True)
+        self.pid = self.proc.pid
+        _LIVE[self.pid] = self
+        if cpus:
+            try:
+                os.sched_setaffinity(self.pid, cpus)
+            except ProcessLookupError:
+                pass                       # already gone: read_ready/wait will say why
+
+    def read_ready(self, timeout_s: float) -> list[str]:
+        """Wait for the `READY host port pid` line; its words after READY."""
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            if not sel.select(timeout_s):
+                raise ChildError(f"{self.name}: no READY within {timeout_s:g} s")
+        line = self.proc.stdout.readline().decode(errors="replace")
+        if not line:
+            code = self.proc.wait()
+            raise ChildError(f"{self.name} exited {code} at start-up: {self.stderr_tail()}")
+        words = line.split()
+        if not words or words[0] != "READY":
+            raise ChildError(f"{self.name}: expected a READY line, got {line.strip()!r}")
+        return words[1:]
+
+    def exited(self) -> int | None:
+        """The exit code if the process has ended, without reaping it (its /proc stays)."""
+        try:
+            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return self.proc.returncode
+        if info is None:
+            return None
+        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
+    def stop(self, sig: int, timeout_s: float) -> int | None:
+        """Send sig to the process (not its group); wait up to timeout_s; its exit code."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (workers included) and reap the leader."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        _LIVE.pop(self.pid, None)
+
+    def stderr_tail(self, lines: int = 3, chars: int = 400) -> str:
+        self._err.seek(0)
+        text = self._err.read().decode(errors="replace").strip()
+        tail = " | ".join(text.splitlines()[-lines:])
+        return tail[-chars:] if tail else "(no output on stderr)"
+
+    def stderr_text(self, chars: int = 20000) -> str:
+        self._err.seek(0)
+        return self._err.read().decode(errors="replace")[-chars:]
+
+    def close(self) -> None:
+        """Kill what is left of the group and release the pipes."""
+        self.kill()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self._err.close()
+
+
+def kill_all() -> int:
+    """SIGKILL every child group still remembered; how many there were."""
+    children = list(_LIVE.values())
+    for child in children:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for child in children:
+        try:
+            child.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        _LIVE.pop(child.pid, None)
+    return len(children)
+
+
+def live() -> list[int]:
+    return list(_LIVE)
+
+
+def wait_until(predicate, timeout_s: float, step_s: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step_s)
+    return predicate()
+
+
+atexit.register(kill_all)

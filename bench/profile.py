@@ -1,0 +1,315 @@
+"""Profiles: the TOML files that say what a sweep measures.
+
+A profile is a few run-wide settings and a list of `[[experiment]]` tables:
+
+    description = "every experiment at a small scale"
+    repetitions = 3            # default for every experiment
+    warmup_s = 0.5             # load before the measured window
+    window_s = 2.0             # the measured window
+    mechanisms = ["select", "poll", "epoll", "epoll-et"]
+
+    [[experiment]]
+    kind = "scan"                          # one of EXPERIMENTS or TASKS
+    connections = [10, 1000, 5000]         # or {from = 900, to = 1100, step = 20}
+    active = 10                            # or active_ratio = [0.01, 0.1]
+    msg_size = 64
+
+    [[experiment]]
+    kind = "micro"                         # a task: runs once, writes micro.csv
+    quick = true
+
+Every axis takes one value or a list; a sweep point is one combination of
+axes, one mechanism and one repetition. An experiment may override the
+run-wide repetitions, warmup_s, window_s and mechanisms. Any mistake is a
+ProfileError naming the file, the field and the allowed values.
+
+Open to growth: a new sweep kind is a new name in schema.EXPERIMENTS; a
+new task is a name in TASKS, its fields in TASK_FIELDS and a runner in
+bench.run.TASK_RUNNERS; a new mechanism is a new entry in servers.MECHANISMS,
+which this module reads.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import servers
+
+from .schema import EXPERIMENTS, REFERENCES
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+
+TASKS = ("micro",)           # run once per run directory, not per mechanism
+KINDS = EXPERIMENTS + TASKS
+
+# kinds that run select past FD_SETSIZE (that is what they measure); every
+# other kind records such a point as refused instead of running it
+RUNS_PAST_FD_LIMIT = ("fdlimit",)
+
+RUN_FIELDS = ("description", "seed", "repetitions", "warmup_s", "window_s", "mechanisms",
+              "procs", "noise_threshold_pct", "ready_timeout_s", "point_timeout_s",
+              "experiment")
+SWEEP_FIELDS = ("kind", "mechanisms", "repetitions", "warmup_s", "window_s", "connections",
+                "active", "active_ratio", "msg_size", "rate", "arrivals", "pipeline",
+                "required", "server_max_fds")
+TASK_FIELDS = {"micro": ("kind", "quick")}
+ARRIVALS = ("fixed", "poisson")
+
+
+class ProfileError(ValueError):
+    """A profile that cannot run: the message names file, field and allowed values."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    index: int                          # 1-based position in the file, for messages
+    kind: str
+    mechanisms: tuple[str, ...] = ()
+    repetitions: int = 1
+    warmup_s: float = 0.0
+    window_s: float = 0.0
+    connections: tuple[int, ...] = ()
+    active: tuple[int, ...] = ()         # fixed counts, or
+    active_ratio: tuple[float, ...] = ()  # shares of connections (exactly one is set)
+    msg_size: tuple[int, ...] = (64,)    # bytes
+    rate: tuple[float | None, ...] = (None,)   # messages/s over all connections; None = closed loop
+    arrivals: str = "fixed"
+    pipeline: int = 1
+    required: bool = False
+    server_max_fds: int | None = None
+    quick: bool = False                  # tasks only
+
+    @property
+    def is_task(self) -> bool:
+        return self.kind in TASKS
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    source: str                          # the file it came from (for messages)
+    text: str                            # the TOML as read, stored in meta.json
+    experiments: tuple[Experiment, ...]
+    description: str = ""
+    seed: int | None = None              # None: the run draws one and records it
+    procs: int | None = None             # load generator workers; None: one per loadgen CPU
+    noise_threshold_pct: float = 10.0    # other processes' CPU in the window, % of one CPU
+    ready_timeout_s: float = 10.0
+    point_timeout_s: float = 60.0        # allowance beyond warmup + window (connect, teardown)
+
+
+def resolve(profile: str | Path) -> Path:
+    """A bundled profile name (quick, default, full) or a path to a TOML file."""
+    path = PROFILES_DIR / f"{profile}.toml"
+    if path.is_file():
+        return path
+    path = Path(profile)
+    if path.is_file():
+        return path
+    names = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.toml")))
+    raise ProfileError(f"unknown profile {str(profile)!r}: give one of {names} "
+                       "or the path to a .toml file")
+
+
+def load(profile: str | Path) -> Profile:
+    """Read and check a profile by name or path."""
+    path = resolve(profile)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ProfileError(f"{path}: cannot read: {e.strerror}") from None
+    return parse(text, source=str(path), name=path.stem)
+
+
+def parse(text: str, source: str = "<profile>", name: str = "profile") -> Profile:
+    """Check a profile's TOML text; raise ProfileError on the first mistake."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError(f"{source}: not valid TOML: {e}") from None
+    c = _Checker(source)
+    c.known(doc, RUN_FIELDS, "")
+    runwide = dict(
+        repetitions=c.integer(doc, "repetitions", 1, default=1),
+        warmup_s=c.number(doc, "warmup_s", 0, default=1.0),
+        window_s=c.number(doc, "window_s", 0, default=2.0, open_low=True),
+        mechanisms=c.mechanisms(doc, "mechanisms", default=tuple(servers.MECHANISMS)),
+    )
+    tables = doc.get("experiment")
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+        raise ProfileError(f"{source}: experiment: missing; add one or more [[experiment]] "
+                           f"tables with kind = one of {', '.join(KINDS)}")
+    experiments = tuple(_experiment(c, t, i, runwide) for i, t in enumerate(tables, 1))
+    description = doc.get("description", "")
+    if not isinstance(description, str):
+        c.fail("description", description, "a string")
+    return Profile(
+        name=name, source=source, text=text, experiments=experiments, description=description,
+        seed=c.integer(doc, "seed", 0, default=None),
+        procs=c.integer(doc, "procs", 1, default=None),
+        noise_threshold_pct=c.number(doc, "noise_threshold_pct", 0, default=10.0),
+        ready_timeout_s=c.number(doc, "ready_timeout_s", 0, default=10.0, open_low=True),
+        point_timeout_s=c.number(doc, "point_timeout_s", 0, default=60.0, open_low=True),
+    )
+
+
+def _experiment(c: "_Checker", t: dict, index: int, runwide: dict) -> Experiment:
+    where = f"experiment[{index}]."
+    kind = t.get("kind")
+    if kind not in KINDS:
+        c.fail(where + "kind", kind, "one of " + ", ".join(KINDS))
+    if kind in TASKS:
+        c.known(t, TASK_FIELDS[kind], where)
+        quick = t.get("quick", False)
+        if not isinstance(quick, bool):
+            c.fail(where + "quick", quick, "true or false")
+        return Experiment(index=index, kind=kind, quick=quick)
+
+    c.known(t, SWEEP_FIELDS, where)
+    mechanisms = c.mechanisms(t, "mechanisms", runwide["mechanisms"], where)
+    connections = c.connections(t, where)
+    if "active" in t and "active_ratio" in t:
+        raise ProfileError(f"{c.source}: {where}active_ratio: give either active or "
+                           "active_ratio, not both")
+    active = c.integers(t, "active", 1, where, default=())
+    active_ratio = c.numbers(t, "active_ratio", 0, where, default=() if active else (1.0,),
+                             high=1.0, open_low=True)
+    for n in connections:
+        for a in active:
+            if a > n:
+                raise ProfileError(f"{c.source}: {where}active: {a} active connections "
+                                   f"exceed connections = {n}; allowed: 1 to {n}")
+        for r in active_ratio:
+            if round(n * r) < 1:
+                raise ProfileError(f"{c.source}: {where}active_ratio: {r} of {n} connections "
+                                   "is no active connection; allowed: ratios with "
+                                   "round(connections * ratio) >= 1")
+    rate = c.numbers(t, "rate", 0, where, default=(None,), open_low=True)
+    if kind == "scan-rate" and rate == (None,):
+        raise ProfileError(f"{c.source}: {where}rate: missing; scan-rate is open loop: "
+                           "give rate = messages per second over all connections")
+    if kind == "scan" and rate != (None,):
+        raise ProfileError(f"{c.source}: {where}rate: scan is closed loop; "
+                           "use kind = \"scan-rate\" for a fixed rate")
+    arrivals = t.get("arrivals", "fixed")
+    if arrivals not in ARRIVALS:
+        c.fail(where + "arrivals", arrivals, "one of " + ", ".join(ARRIVALS))
+    required = t.get("required", False)
+    if not isinstance(required, bool):
+        c.fail(where + "required", required, "true or false")
+    exp = Experiment(
+        index=index, kind=kind, mechanisms=mechanisms,
+        repetitions=c.integer(t, "repetitions", 1, where, default=runwide["repetitions"]),
+        warmup_s=c.number(t, "warmup_s", 0, where, default=runwide["warmup_s"]),
+        window_s=c.number(t, "window_s", 0, where, default=runwide["window_s"], open_low=True),
+        connections=connections, active=active, active_ratio=active_ratio,
+        msg_size=c.integers(t, "msg_size", 1, where, default=(64,)),
+        rate=rate, arrivals=arrivals,
+        pipeline=c.integer(t, "pipeline", 1, where, default=1),
+        required=required,
+        server_max_fds=c.integer(t, "server_max_fds", 1, where, default=None),
+    )
+    if required:
+        for m in mechanisms:
+            limit = fd_limit(m)
+            over = [n for n in connections if limit is not None and n > limit]
+            if over and kind not in RUNS_PAST_FD_LIMIT:
+                raise ProfileError(
+                    f"{c.source}: {where}required: {m} cannot serve connections = {over[0]} "
+                    f"(descriptor limit {limit}); allowed: connections up to {limit} for {m}, "
+                    "or required = false to record those points as refused")
+    return exp
+
+
+def fd_limit(mechanism: str) -> int | None:
+    """The highest connection count a mechanism can serve (select: FD_SETSIZE)."""
+    mod = servers.MECHANISMS.get(mechanism)
+    return getattr(mod, "FD_LIMIT", None)
+
+
+class _Checker:
+    """Field checks that raise one-line ProfileErrors."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, field: str, value, allowed: str):
+        raise ProfileError(f"{self.source}: {field}: {value!r} is not allowed; allowed: {allowed}")
+
+    def known(self, table: dict, fields: tuple, where: str) -> None:
+        for key in table:
+            if key not in fields:
+                raise ProfileError(f"{self.source}: {where}{key}: unknown field; "
+                                   f"allowed: {', '.join(fields)}")
+
+    def integer(self, t, key, low, where="", default=None):
+        if key not in t:
+            return default
+        v = t[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            self.fail(where + key, v, f"a whole number >= {low}")
+        return v
+
+    def number(self, t, key, low, where="", default=None, open_low=False, high=None):
+        if key not in t:
+            return default
+        v = t[key]
+        ok = (not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+              and (v > low if open_low else v >= low) and (high is None or v <= high))
+        if not ok:
+            bound = f"> {low}" if open_low else f">= {low}"
+            self.fail(where + key, v, f"a number {bound}" + (f" and <= {high}" if high else ""))
+        return float(v)
+
+    def _list(self, t, key, where):
+        v = t[key]
+        values = v if isinstance(v, list) else [v]
+        if not values:
+            raise ProfileError(f"{self.source}: {where}{key}: empty list; give at least one value")
+        return values
+
+    def integers(self, t, key, low, where, default):
+        if key not in t:
+            return default
+        return tuple(self.integer({key: v}, key, low, where) for v in self._list(t, key, where))
+
+    def numbers(self, t, key, low, where, default, high=None, open_low=False):
+        if key not in t:
+            return default
+        return tuple(self.number({key: v}, key, low, where, high=high, open_low=open_low)
+                     for v in self._list(t, key, where))
+
+    def connections(self, t, where) -> tuple[int, ...]:
+        if "connections" not in t:
+            raise ProfileError(f"{self.source}: {where}connections: missing; give a count, "
+                               "a list, or {from = N, to = M, step = K}")
+        v = t["connections"]
+        if not isinstance(v, dict):
+            return self.integers(t, "connections", 1, where, default=())
+        self.known(v, ("from", "to", "step"), where + "connections.")
+        lo, hi, step = (self.integer(v, k, 1, where + "connections.") for k in ("from", "to", "step"))
+        if None in (lo, hi, step) or hi < lo:
+            raise ProfileError(f"{self.source}: {where}connections: a range needs whole numbers "
+                               "from <= to and step >= 1, e.g. {from = 900, to = 1100, step = 20}")
+        return tuple(range(lo, hi + 1, step))
+
+    def mechanisms(self, t, key, default, where=""):
+        if key not in t:
+            return default
+        v = t[key]
+        allowed = ", ".join(servers.MECHANISMS)
+        if not isinstance(v, list) or not v:
+            self.fail(where + key, v, f"a list of one or more of {allowed}")
+        for m in v:
+            if m in REFERENCES and m not in servers.MECHANISMS:
+                raise ProfileError(f"{self.source}: {where}{key}: {m!r} is a reference server "
+                                   f"that `python -m servers` does not provide yet; allowed: {allowed}")
+            if m not in servers.MECHANISMS:
+                self.fail(where + key, m, allowed)
+        if len(set(v)) != len(v):
+            raise ProfileError(f"{self.source}: {where}{key}: {v!r} names a mechanism twice; "
+                               "give each once")
+        return tuple(v)

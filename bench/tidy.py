@@ -1,0 +1,131 @@
+"""One point's raw outputs -> one tidy row of points.csv (pure functions)."""
+
+from __future__ import annotations
+
+from .schema import POINT_COLUMNS, REFERENCES
+
+# Per-window counters the server snapshots on SIGUSR1 (start and end of the window).
+WINDOW_COUNTERS = ("cpu_user_s", "cpu_sys_s", "wait_calls", "wait_ns_total", "events_total")
+
+
+def to_row(point: dict, loadgen: dict | None, server: dict | None,
+           snapshots: list[dict] | None, cpu: dict | None, error: str | None = None) -> dict:
+    """The points.csv row of one point, every POINT_COLUMNS key present (None = empty cell).
+
+    point     the Point as a dict (its axes, rep, noise threshold, refusal)
+    loadgen   the load generator's JSON (window totals, latency, workers, flags)
+    server    the server's final statistics (lifetime counters, e.g. rejected_fd_setsize)
+    snapshots the server's SIGUSR1 lines; the first and last bracket the measured window
+    cpu       {"samples": [{t, machine_s, server_s, loadgen_s, ...}]} taken by the orchestrator
+    error     what went wrong running the point, if anything
+
+    Window measures come from differences, never lifetime totals:
+    server_cpu_*_s = end - start snapshot of getrusage; server_cpu_us_per_msg
+    = (user + sys) / loadgen window messages; wait_ns_per_call and
+    events_per_call = their snapshot deltas / the delta of wait_calls.
+    noise_cpu_pct = CPU the machine spent on anything but the server and
+    the load generator during the window, in % of one CPU (samples
+    interpolated at the loadgen's window bounds); noisy when above the
+    point's noise_threshold_pct. duration_s is the measured window.
+    """
+    row = dict.fromkeys(POINT_COLUMNS)
+    row.update(point_id=point["id"], experiment=point["experiment"],
+               mechanism=point["mechanism"], connections=point["connections"],
+               active=point["active"], msg_size=point["msg_size"], rate=point["rate"],
+               rep=point["rep"], reference=point["mechanism"] in REFERENCES)
+    if point.get("refused"):
+        row["error"] = point["refused"]
+        return row
+    problems = [error] if error else []
+
+    lg = loadgen or {}
+    messages = lg.get("messages")
+    if lg:
+        lat = lg.get("latency_us") or {}
+        conns = lg.get("connections") or {}
+        workers = lg.get("workers") or []
+        row.update(
+            throughput_msgs_s=lg.get("throughput_msgs_s"),
+            p50_us=lat.get("p50"), p90_us=lat.get("p90"), p99_us=lat.get("p99"),
+            p999_us=lat.get("p999"), max_us=lat.get("max"),
+            loadgen_cpu_max=max((w.get("cpu_util", 0) for w in workers), default=None),
+            saturated=bool(lg.get("saturated")),
+            errors=sum((lg.get("errors") or {}).values()),
+            corrupt=lg.get("corrupt"),
+            duration_s=lg.get("window_s"),
+            established=conns.get("established"), echoing=conns.get("echoing"),
+            idle_open_at_end=conns.get("idle_open_at_end"),
+            rate_achieved_msgs_s=(lg.get("rate") or {}).get("achieved"),
+        )
+        if messages and workers:
+            user = sum(w.get("cpu_user_s", 0) for w in workers)
+            row["loadgen_cpu_user_us_per_msg"] = _round(user / messages * 1e6)
+        if lg.get("failed"):
+            problems.append(f"loadgen failed: {lg.get('failure') or 'no reason given'}")
+        if lg.get("corrupt"):
+            problems.append(f"{lg['corrupt']} corrupt echoes")
+    if server:
+        row["rejected_fd_setsize"] = server.get("rejected_fd_setsize")
+
+    delta = window_delta(snapshots)
+    if delta:
+        row["server_cpu_user_s"] = _round(delta["cpu_user_s"])
+        row["server_cpu_sys_s"] = _round(delta["cpu_sys_s"])
+        row["wait_calls"] = delta["wait_calls"]
+        if delta["wait_calls"]:
+            row["wait_ns_per_call"] = _round(delta["wait_ns_total"] / delta["wait_calls"])
+            row["events_per_call"] = _round(delta["events_total"] / delta["wait_calls"])
+        if messages:
+            row["server_cpu_us_per_msg"] = _round(
+                (delta["cpu_user_s"] + delta["cpu_sys_s"]) / messages * 1e6)
+            row["server_cpu_user_us_per_msg"] = _round(delta["cpu_user_s"] / messages * 1e6)
+            row["server_cpu_sys_us_per_msg"] = _round(delta["cpu_sys_s"] / messages * 1e6)
+    elif lg and not problems:
+        problems.append("no window snapshots from the server: server measures missing")
+
+    start, end = lg.get("window_start_monotonic_s"), lg.get("window_end_monotonic_s")
+    noise = noise_cpu_pct((cpu or {}).get("samples") or [], start, end)
+    if noise is not None:
+        row["noise_cpu_pct"] = _round(noise, 1)
+        row["noisy"] = noise > point.get("noise_threshold_pct", 10.0)
+
+    if problems:
+        row["error"] = "; ".join(problems)
+    return row
+
+
+def window_delta(snapshots: list[dict] | None) -> dict | None:
+    """End minus start of the window counters, from the first and last snapshot line."""
+    if not snapshots or len(snapshots) < 2:
+        return None
+    first, last = snapshots[0], snapshots[-1]
+    try:
+        return {k: last[k] - first[k] for k in WINDOW_COUNTERS} | {
+            "window_s": last.get("monotonic_s", 0) - first.get("monotonic_s", 0)}
+    except (KeyError, TypeError):
+        return None
+
+
+def noise_cpu_pct(samples: list[dict], start: float | None, end: float | None) -> float | None:
+    """CPU used by everything but server and loadgen in [start, end], % of one CPU."""
+    if start is None or end is None or end <= start or len(samples) < 2:
+        return None
+    if samples[0]["t"] > start or samples[-1]["t"] < end:
+        return None                                   # the samples do not cover the window
+
+    def at(t: float, key: str) -> float:
+        for a, b in zip(samples, samples[1:]):
+            if a["t"] <= t <= b["t"]:
+                if b["t"] == a["t"]:
+                    return a[key]
+                return a[key] + (b[key] - a[key]) * (t - a["t"]) / (b["t"] - a["t"])
+        return samples[-1][key]
+
+    used = {k: at(end, k) - at(start, k) for k in ("machine_s", "server_s", "loadgen_s")}
+    others = used["machine_s"] - used["server_s"] - used["loadgen_s"]
+    # clock-tick accounting (1/CLK_TCK s per process) can make this slightly negative
+    return max(0.0, others) / (end - start) * 100
+
+
+def _round(x: float, digits: int = 3) -> float:
+    return round(x, digits)
