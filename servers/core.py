@@ -103,8 +103,21 @@ class Stats:
             "peak_registered": self.peak_registered,
             "cpu_user_s": ru.ru_utime,
             "cpu_sys_s": ru.ru_stime,
-            "peak_rss_bytes": ru.ru_maxrss * 1024,   # Linux reports KiB
+            "peak_rss_bytes": _peak_rss_bytes(ru),
         }
+
+
+def _peak_rss_bytes(ru) -> int:
+    """VmHWM of this process image. Not ru_maxrss: after exec it still carries
+    the high-water mark of the parent that forked us (Linux exec_mmap)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return ru.ru_maxrss * 1024
 
 
 def _log2_buckets(counts: list[int]) -> dict[str, int]:
@@ -115,9 +128,9 @@ class Server:
     """A non-blocking listener, its connections and the statistics.
 
     `fd_limit` refuses accepted descriptors at or above it (select: FD_SETSIZE).
-    `edge=True` serves an edge-triggered loop: every read and write goes until
-    the kernel has nothing more, and a paused read or accept is retried at once
-    on resume, because no new edge will announce what is already queued.
+    `edge=True` serves an edge-triggered loop: every read goes until the queue
+    is empty, and an accept paused on EMFILE is retried at once on resume,
+    because no new edge will announce connections already in the backlog.
     Signals (SIGTERM, SIGINT) arrive as bytes on `wakeup_fd` and clear `running`.
     """
 
@@ -198,8 +211,6 @@ class Server:
                 return ((fd, CLOSED),)
             if not conn.out and not conn.reading:
                 conn.reading = True                 # drained: resume reading
-                if self.edge:
-                    readable = True                 # queued data will raise no new edge
         if readable and conn.reading:
             if not self._read(conn):
                 return ((fd, CLOSED),)

@@ -7,7 +7,12 @@ Facts about edge-triggered epoll that shape this loop:
   data already queued sits unread. Whatever a wake-up announced must be
   consumed now or it is never announced again. So the core, built with
   edge=True, reads until the receive queue is empty, accepts until EAGAIN,
-  and when it resumes a paused read or accept it retries at once.
+  and when a close frees a descriptor after EMFILE it accepts at once: the
+  backlog raised its edge long ago.
+- A read paused by back-pressure needs no such retry: it resumes when an
+  EPOLLOUT edge lets the connection drain, and every reported event carries
+  the file's full current mask (ep_send_events polls each ready item), so
+  EPOLLIN comes with it if data is queued.
 - A short read means the queue is empty (epoll(7): "if you call read(2) by
   asking to read a certain amount of data and read(2) returns a lower number
   of bytes, you can be sure of having exhausted the read I/O space"), which
