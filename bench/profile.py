@@ -141,7 +141,7 @@ def parse(text: str, source: str = "<profile>", name: str = "profile") -> Profil
     tables = doc.get("experiment")
     if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         raise ProfileError(f"{source}: experiment: missing; add one or more [[experiment]] "
-                           f"tables with kind = one of {', '.join(KINDS)}")
+                           f"tables; allowed kinds: {', '.join(KINDS)}")
     experiments = tuple(_experiment(c, t, i, runwide) for i, t in enumerate(tables, 1))
     description = doc.get("description", "")
     if not isinstance(description, str):

@@ -1,0 +1,92 @@
+"""tidy.to_row on hand-made raw outputs: every column, window deltas, noise, refusals."""
+
+import pytest
+
+from bench.plan import Point
+from bench.schema import POINT_COLUMNS
+from bench.tidy import noise_cpu_pct, to_row, window_delta
+
+POINT = Point(id="scan-epoll-c1000-a10-s64-r2", experiment="scan", mechanism="epoll",
+              connections=1000, active=10, msg_size=64, rate=None, rep=2, warmup_s=0.5,
+              window_s=2.0, noise_threshold_pct=10.0).to_dict()
+
+LOADGEN = {
+    "format": 1, "window_s": 2.0, "messages": 40000, "throughput_msgs_s": 20000.0,
+    "latency_us": {"p50": 400, "p90": 600, "p99": 900, "p999": 1500, "max": 3000, "mean": 420},
+    "rate": {"target": None, "achieved": 20000.0},
+    "connections": {"requested": 1000, "established": 1000, "active": 10, "idle": 990,
+                    "idle_open_at_end": 990, "echoing": 10},
+    "errors": {"reset": 1, "timeout": 2}, "corrupt": 0,
+    "workers": [{"pid": 1, "messages": 40000, "cpu_user_s": 0.8, "cpu_sys_s": 0.4,
+                 "cpu_util": 0.6}],
+    "saturated": False, "failed": False, "failure": None,
+    "window_start_monotonic_s": 100.0, "window_end_monotonic_s": 102.0,
+}
+SNAPSHOTS = [
+    {"cpu_user_s": 1.0, "cpu_sys_s": 0.5, "wait_calls": 1000, "wait_ns_total": 5_000_000,
+     "events_total": 1500, "monotonic_s": 100.001},
+    {"cpu_user_s": 1.6, "cpu_sys_s": 0.7, "wait_calls": 21000, "wait_ns_total": 45_000_000,
+     "events_total": 41500, "monotonic_s": 102.002},
+]
+SERVER = {"rejected_fd_setsize": 0, "wait_calls": 30000, "cpu_user_s": 3.0, "cpu_sys_s": 1.0}
+# machine 5.0 s busy over [99, 103]; server 2.4 s, loadgen 2.0 s -> others 0.6 s in 4 s
+CPU = {"samples": [
+    {"t": 99.0, "machine_s": 10.0, "server_s": 1.0, "loadgen_s": 0.0},
+    {"t": 103.0, "machine_s": 15.0, "server_s": 3.4, "loadgen_s": 2.0},
+]}
+
+
+def test_row_has_every_column_and_window_measures():
+    row = to_row(POINT, LOADGEN, SERVER, SNAPSHOTS, CPU)
+    assert list(row) == POINT_COLUMNS
+    assert row["point_id"] == POINT["id"] and row["rep"] == 2 and row["reference"] is False
+    assert row["throughput_msgs_s"] == 20000.0 and row["p99_us"] == 900 and row["p999_us"] == 1500
+    # window CPU = end - start snapshot, never the lifetime totals in SERVER
+    assert row["server_cpu_user_s"] == pytest.approx(0.6)
+    assert row["server_cpu_sys_s"] == pytest.approx(0.2)
+    assert row["server_cpu_us_per_msg"] == pytest.approx(0.8 / 40000 * 1e6)
+    assert row["server_cpu_user_us_per_msg"] == pytest.approx(15.0)
+    assert row["server_cpu_sys_us_per_msg"] == pytest.approx(5.0)
+    assert row["wait_calls"] == 20000
+    assert row["wait_ns_per_call"] == pytest.approx(2000.0)
+    assert row["events_per_call"] == pytest.approx(2.0)
+    assert row["loadgen_cpu_max"] == 0.6 and row["loadgen_cpu_user_us_per_msg"] == pytest.approx(20.0)
+    assert row["errors"] == 3 and row["corrupt"] == 0 and row["saturated"] is False
+    assert row["established"] == 1000 and row["echoing"] == 10 and row["idle_open_at_end"] == 990
+    assert row["duration_s"] == 2.0 and row["rejected_fd_setsize"] == 0
+    assert row["noise_cpu_pct"] == pytest.approx(15.0) and row["noisy"] is True
+    assert row["error"] is None
+
+
+def test_refused_point_has_a_row_with_empty_measures():
+    point = dict(POINT, mechanism="select", connections=5000, refused="refused: FD_SETSIZE")
+    row = to_row(point, None, None, None, None)
+    assert row["error"] == "refused: FD_SETSIZE"
+    measures = POINT_COLUMNS[POINT_COLUMNS.index("throughput_msgs_s"):]
+    assert all(row[c] is None for c in measures if c not in ("error", "reference"))
+
+
+def test_failures_are_named_and_measures_kept_when_present():
+    lg = dict(LOADGEN, failed=True, failure="connect timed out on 3 connections", corrupt=2)
+    row = to_row(POINT, lg, SERVER, SNAPSHOTS, CPU, error=None)
+    assert "loadgen failed: connect timed out" in row["error"] and "2 corrupt" in row["error"]
+    assert row["throughput_msgs_s"] == 20000.0
+    row = to_row(POINT, None, None, [], {"samples": []}, error="server: no READY within 10 s")
+    assert row["error"] == "server: no READY within 10 s" and row["throughput_msgs_s"] is None
+
+
+def test_missing_snapshots_leave_server_measures_empty_and_say_so():
+    row = to_row(POINT, LOADGEN, SERVER, SNAPSHOTS[:1], CPU)
+    assert row["server_cpu_us_per_msg"] is None and row["wait_calls"] is None
+    assert "snapshots" in row["error"]
+
+
+def test_window_delta_and_noise_edge_cases():
+    assert window_delta(None) is None and window_delta(SNAPSHOTS[:1]) is None
+    assert window_delta(SNAPSHOTS)["window_s"] == pytest.approx(2.001)
+    samples = CPU["samples"]
+    assert noise_cpu_pct(samples, 98.0, 102.0) is None                 # not covered
+    assert noise_cpu_pct(samples, None, 102.0) is None
+    quiet = [dict(s, machine_s=s["server_s"] + s["loadgen_s"] - 0.01 * i)
+             for i, s in enumerate(samples)]
+    assert noise_cpu_pct(quiet, 100.0, 102.0) == 0.0                   # tick jitter clamps at 0
