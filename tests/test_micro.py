@@ -1,0 +1,130 @@
+"""bench.micro on real socketpairs in real child processes, at a tiny scale."""
+
+import csv
+import json
+import os
+import resource
+
+import pytest
+
+from bench import micro
+from bench.schema import MICRO_COLUMNS
+from bench.store import RunFormatError
+
+SMALL, PAST_SETSIZE = 4, 1100        # 1100 registered: descriptors above 1023
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 2 * PAST_SETSIZE + 100:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {2 * PAST_SETSIZE + 100}")
+    out = tmp_path_factory.mktemp("micro") / "run"
+    run_dir = micro.run_micro(out=out, sizes=(SMALL, PAST_SETSIZE), samples=20,
+                              processes=1, seed=7)
+    with open(run_dir / "micro.csv", newline="") as f:
+        header = next(csv.reader(f))
+    with open(run_dir / "micro.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return run_dir, header, rows
+
+
+def _rows(rows, **want):
+    return [r for r in rows if all(r[k] == str(v) for k, v in want.items())]
+
+
+def test_writes_micro_csv_with_exactly_the_schema_columns(run):
+    run_dir, header, rows = run
+    assert run_dir.name == "run"
+    assert header == MICRO_COLUMNS
+    assert rows
+
+
+def test_every_mechanism_has_wait_rows_with_positive_costs(run):
+    _, _, rows = run
+    for mech in micro.MECHANISMS:
+        for ready, mode in micro.cases("wait", SMALL):
+            (row,) = _rows(rows, op="wait", mechanism=mech, registered=SMALL,
+                           ready=ready, timeout_mode=mode)
+            assert int(row["samples"]) == 20, row
+            p10, med, p90 = (int(row[k]) for k in ("ns_p10", "ns_median", "ns_p90"))
+            assert 0 < p10 <= med <= p90, row
+
+
+def test_select_stops_at_fd_setsize_with_the_reason(run):
+    _, _, rows = run
+    refused = _rows(rows, op="wait", mechanism="select", registered=PAST_SETSIZE)
+    assert len(refused) == len(micro.cases("wait", PAST_SETSIZE))
+    for row in refused:
+        assert row["note"].startswith("refused: FD_SETSIZE"), row
+        assert "filedescriptor out of range in select()" in row["note"]
+        assert row["ns_median"] == row["samples"] == ""
+    for mech in ("poll", "epoll"):           # no such limit: measured past 1024
+        for row in _rows(rows, op="wait", mechanism=mech, registered=PAST_SETSIZE):
+            assert int(row["ns_median"]) > 0, row
+
+
+def test_epoll_reports_at_most_maxevents(run):
+    _, _, rows = run
+    (row,) = _rows(rows, op="wait", mechanism="epoll", registered=PAST_SETSIZE,
+                   ready=PAST_SETSIZE, timeout_mode="zero")
+    assert row["note"] == f"epoll returned {micro.MAXEVENTS} of {PAST_SETSIZE} ready (MAXEVENTS)"
+
+
+def test_register_and_modify_rows_for_poll_and_epoll(run):
+    _, _, rows = run
+    for op in ("register", "modify"):
+        for size in (SMALL, PAST_SETSIZE):
+            got = {r["mechanism"]: r for r in _rows(rows, op=op, registered=size)}
+            assert set(got) == {"poll", "epoll"}
+            for row in got.values():
+                assert row["ready"] == "0" and row["timeout_mode"] == "zero"
+                assert int(row["ns_median"]) > 0, row
+
+
+def test_records_limits_and_writes_meta_for_its_own_run(run):
+    run_dir, _, _ = run
+    info = json.loads((run_dir / "micro.json").read_text())
+    assert info["format"] == 1 and info["seed"] == 7
+    assert info["rlimit_nofile"]["soft"] == info["rlimit_nofile"]["hard"]
+    assert info["timer_ns"] > 0
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["format"] == 1 and meta["state"] == "complete"
+
+
+def test_refuses_to_overwrite_micro_csv(run):
+    run_dir, _, _ = run
+    with pytest.raises(RunFormatError, match="never overwritten"):
+        micro.run_micro(out=run_dir, sizes=(1,), samples=2, processes=1)
+
+
+def test_plan_interleaves_mechanisms_and_covers_every_case():
+    profile = micro.PROFILES["default"]
+    groups = micro.plan(profile, seed=1)
+    assert len(groups) == len(profile.ops) * len(profile.sizes)
+    for op, n, configs in groups:
+        mechs = micro.MECHANISMS if op == "wait" else ("poll", "epoll")
+        k = len(mechs)
+        for i in range(0, len(configs), k):
+            block = configs[i:i + k]
+            assert sorted(c["mechanism"] for c in block) == sorted(mechs)
+            assert len({(c["ready"], c["timeout_mode"]) for c in block}) == 1
+        assert len(configs) == k * len(micro.cases(op, n))
+    assert micro.plan(profile, seed=1) == groups
+
+
+def test_cases_keep_ready_within_registered():
+    assert micro.cases("wait", 1) == [(0, "zero"), (1, "zero"), (1, "blocking")]
+    assert {a for a, _ in micro.cases("wait", 300)} == {0, 1, 10, 300}
+    assert micro.cases("register", 300) == [(0, "zero")]
+
+
+def test_summarize_and_fit_line():
+    assert micro.summarize(list(range(1, 102))) == (51, 11, 91)
+    slope, intercept, r2 = micro.fit_line([1, 2, 3, 4], [12, 14, 16, 18])
+    assert (slope, intercept, r2) == pytest.approx((2.0, 10.0, 1.0))
+
+
+def test_child_failure_is_reported_not_raised_raw():
+    with pytest.raises(micro.ChildFailed, match="exited with 3"):
+        micro.run_in_child(os._exit, 3, timeout_s=30)
