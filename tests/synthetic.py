@@ -1,0 +1,266 @@
+"""Synthetic run directories with known answers, written through bench.store.
+
+`make_run(dir, ...)` writes meta.json (format 1), points.csv and micro.csv
+(and, on request, probes.json, memory.csv, syscalls.csv) whose costs follow
+chosen slopes, so a test knows what the analysis must recover. Noise is
+multiplicative and seeded. `tiny_run` is the fixture the figure and notebook
+tests use: a real run when one can be had, else a synthetic one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.schema import MEMORY_COLUMNS, MICRO_COLUMNS, POINT_COLUMNS, SYSCALL_COLUMNS
+from bench.store import append_row, write_json
+
+MECHS = ("select", "poll", "epoll", "epoll-et")
+FD_SETSIZE = 1024
+
+# ns per registered descriptor of one wait call, nothing but 1 ready
+MICRO_SLOPES = {"select": 4.0, "poll": 5.0, "epoll": 0.0, "epoll-et": 0.0}
+MICRO_INTERCEPT_NS = 600.0
+PER_READY_NS = 40.0
+MICRO_SIZES = (10, 100, 500, 1000, 2000, 5000, 10000)
+# the servers' own wait time per call in scan: ns per total connection
+SCAN_SLOPES = {"select": 6.0, "poll": 7.0, "epoll": 0.0, "epoll-et": 0.0}
+SCAN_SIZES = (10, 100, 500, 1000, 2000, 5000, 10000)
+# activity: server CPU µs per message at active ratio 0.01 and at 1.0
+ACTIVITY_CPU = {"select": (30.0, 12.0), "poll": (28.0, 11.0),
+                "epoll": (20.0, 11.5), "epoll-et": (19.0, 11.0)}
+RATIOS = (0.01, 0.1, 0.5, 1.0)
+
+META = {
+    "format": 1, "state": "complete",
+    "started_at": "2025-01-01T00:00:00Z", "ended_at": "2025-01-01T00:15:00Z",
+    "kernel": "6.1.0-synthetic", "python": "3.11.2",
+    "cpu": {"model": "Synthetic CPU @ 2.0GHz", "count": 2, "governors": {}},
+    "packages": {"numpy": "2.0", "pandas": "3.0", "matplotlib": "3.9"},
+    "git": {"rev": "0" * 40, "dirty": False},
+    "limits": {"RLIMIT_NOFILE": [65536, 65536], "fs.file-max": 2_400_000,
+               "fs.nr_open": 1_048_576, "fs.epoll.max_user_watches": 5_000_000,
+               "MemTotal_bytes": 24 * 2 ** 30},
+    "profile": {"name": "synthetic"},
+}
+
+
+class _Writer:
+    def __init__(self, run_dir: Path, reps: int, noise: float, seed: int):
+        self.dir, self.reps, self.noise = run_dir, reps, noise
+        self.rng = np.random.default_rng(seed)
+
+    def jitter(self, value: float) -> float:
+        return float(value * self.rng.lognormal(0.0, self.noise)) if self.noise else float(value)
+
+    def point(self, **row) -> None:
+        append_row(self.dir / "points.csv", row, POINT_COLUMNS)
+
+
+def _measures(w: _Writer, us_per_msg: float, wait_ns: float, events: float,
+              throughput: float | None = None) -> dict:
+    """A consistent set of point measures around one server cost per message."""
+    us = w.jitter(us_per_msg)
+    tput = throughput if throughput is not None else 1e6 / us
+    duration = 5.0
+    msgs = tput * duration
+    wait = w.jitter(wait_ns)
+    return {
+        "throughput_msgs_s": round(tput, 3), "p50_us": round(10 * us, 3),
+        "p90_us": round(14 * us, 3), "p99_us": round(25 * us, 3),
+        "p999_us": round(40 * us, 3), "max_us": round(90 * us, 3),
+        "server_cpu_user_s": us * 0.6 * msgs / 1e6, "server_cpu_sys_s": us * 0.4 * msgs / 1e6,
+        "server_cpu_us_per_msg": us, "server_cpu_user_us_per_msg": 0.6 * us,
+        "server_cpu_sys_us_per_msg": 0.4 * us,
+        "wait_calls": int(msgs / events), "wait_ns_per_call": wait,
+        "events_per_call": events, "loadgen_cpu_max": 0.5,
+        "saturated": False, "noisy": False, "errors": 0, "corrupt": 0,
+        "rejected_fd_setsize": 0, "duration_s": duration, "error": "",
+    }
+
+
+def _pid(exp, mech, c, a, s, r):
+    return f"{exp}-{mech}-c{c}-a{a}-s{s}-r{r}"
+
+
+def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize", "fdlimit"),
+             micro: bool = True, micro_slopes=None, scan_slopes=None, activity_cpu=None,
+             select_wall: int | None = 1019, poll_wall: int | None = None,
+             mechanisms=MECHS, reps: int = 5, noise: float = 0.02, seed: int = 0,
+             saturate: tuple = (), noisy_points: tuple = (), probes: dict | None = None,
+             memory: dict | None = None, syscalls: dict | None = None,
+             meta: dict | None = None) -> Path:
+    """Write a synthetic run directory and return its path.
+
+    micro_slopes/scan_slopes: {mechanism: ns per descriptor}; activity_cpu:
+    {mechanism: (µs/msg at ratio 0.01, at 1.0)}; select_wall: most
+    connections select echoes in fdlimit (None: no wall); saturate /
+    noisy_points: (experiment, mechanism, connections) whose rep 0 is flagged
+    and given 3x costs (a flagged point must never move a result);
+    probes: the probes.json document; memory: {mechanism: per-connection
+    kernel bytes}; syscalls: {mechanism: {syscall: calls per message}}.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=False)   # rows are appended: never reuse a directory
+    write_json(run_dir / "meta.json", {**META, **(meta or {})})
+    w = _Writer(run_dir, reps, noise, seed)
+    micro_slopes = {**MICRO_SLOPES, **(micro_slopes or {})}
+    scan_slopes = {**SCAN_SLOPES, **(scan_slopes or {})}
+    activity_cpu = {**ACTIVITY_CPU, **(activity_cpu or {})}
+
+    def flagged(exp, mech, conns, rep):
+        key = (exp, mech, conns)
+        return {"saturated": key in saturate and rep == 0, "noisy": key in noisy_points and rep == 0}
+
+    def emit(exp, mech, conns, active, size, rate, rep, m):
+        f = flagged(exp, mech, conns, rep)
+        if f["saturated"] or f["noisy"]:
+            m = {**m, **f, **{k: m[k] * 3 for k in (
+                "wait_ns_per_call", "server_cpu_us_per_msg", "server_cpu_user_us_per_msg",
+                "server_cpu_sys_us_per_msg", "p50_us", "p99_us")},
+                 "throughput_msgs_s": m["throughput_msgs_s"] / 3}
+        w.point(point_id=_pid(exp, mech, conns, active, size, rep), experiment=exp,
+                mechanism=mech, connections=conns, active=active, msg_size=size,
+                rate=rate, rep=rep, established=conns, echoing=conns, **m)
+
+    def refused(exp, mech, conns, active, size, rate, rep):
+        w.point(point_id=_pid(exp, mech, conns, active, size, rep), experiment=exp,
+                mechanism=mech, connections=conns, active=active, msg_size=size,
+                rate=rate, rep=rep, error="refused: FD_SETSIZE")
+
+    for rep in range(reps):
+        if "scan" in experiments or "scan-rate" in experiments:
+            for conns in SCAN_SIZES:
+                for mech in mechanisms:
+                    wait = 2000 + scan_slopes.get(mech, 0.0) * conns
+                    for exp, rate in (("scan", None), ("scan-rate", 20000)):
+                        if exp not in experiments:
+                            continue
+                        if mech == "select" and conns >= FD_SETSIZE:
+                            refused(exp, mech, conns, 10, 64, rate, rep)
+                            continue
+                        m = _measures(w, 20 + wait / 1000 / 5, wait, 5.0,
+                                      throughput=rate and w.jitter(rate * 0.999))
+                        emit(exp, mech, conns, 10, 64, rate, rep, m)
+        if "activity" in experiments:
+            for ratio in RATIOS:
+                for mech in mechanisms:
+                    lo, hi = activity_cpu.get(mech, (20.0, 12.0))
+                    us = lo + (hi - lo) * (ratio - 0.01) / 0.99
+                    m = _measures(w, us, 3000 + 10 * ratio * 1000, max(1.0, 1000 * ratio / 4))
+                    emit("activity", mech, 1000, int(round(1000 * ratio)), 64, None, rep, m)
+        if "msgsize" in experiments:
+            for size in (64, 1024, 16384):
+                for mech in mechanisms:
+                    m = _measures(w, 15 + size / 1000, 4000, 10.0)
+                    emit("msgsize", mech, 100, 100, size, None, rep, m)
+        if "fdlimit" in experiments:
+            for conns in range(900, 1101, 20):
+                for mech in mechanisms:
+                    wall = {"select": select_wall, "poll": poll_wall}.get(mech)
+                    echoing = min(conns, wall) if wall else conns
+                    m = _measures(w, 30, 2000 + 5 * conns, 5.0)
+                    m["rejected_fd_setsize"] = conns - echoing if mech == "select" else 0
+                    f = flagged("fdlimit", mech, conns, rep)
+                    w.point(point_id=_pid("fdlimit", mech, conns, conns, 64, rep),
+                            experiment="fdlimit", mechanism=mech, connections=conns,
+                            active=conns, msg_size=64, rate=None, rep=rep,
+                            established=conns, echoing=echoing, **{**m, **f})
+
+    if micro:
+        for mech in mechanisms:
+            for n in MICRO_SIZES:
+                for ready in sorted({1, 10, n}):
+                    for mode in ("zero", "blocking"):
+                        row = dict(op="wait", mechanism=mech, registered=n, ready=ready,
+                                   timeout_mode=mode, samples=200)
+                        if mech == "select" and n >= FD_SETSIZE:
+                            append_row(run_dir / "micro.csv", {**row, "note": "refused: FD_SETSIZE"},
+                                       MICRO_COLUMNS)
+                            continue
+                        ns = w.jitter(MICRO_INTERCEPT_NS + micro_slopes.get(mech, 0.0) * n
+                                      + PER_READY_NS * ready)
+                        append_row(run_dir / "micro.csv",
+                                   {**row, "ns_median": round(ns, 2), "ns_p10": round(0.9 * ns, 2),
+                                    "ns_p90": round(1.2 * ns, 2), "note": ""}, MICRO_COLUMNS)
+            for op in ("register", "modify"):
+                append_row(run_dir / "micro.csv",
+                           dict(op=op, mechanism=mech, registered=1000, ready=1, timeout_mode="zero",
+                                ns_median=300.0, ns_p10=280.0, ns_p90=350.0, samples=200, note=""),
+                           MICRO_COLUMNS)
+    if probes is not None:
+        write_json(run_dir / "probes.json", {"format": 1, **probes})
+    if memory:
+        for mech, per_conn in memory.items():
+            for conns in (1000, 10000):
+                append_row(run_dir / "memory.csv", {
+                    "mechanism": mech, "connections": conns,
+                    "rss_bytes": 30_000_000 + 600 * conns, "slab_bytes": per_conn * conns,
+                    "per_conn_rss_bytes": 600, "per_conn_kernel_bytes": per_conn,
+                    "eventpoll_epi": 128 * conns, "eventpoll_pwq": 72 * conns,
+                    "TCP": 2300 * conns, "sock_inode_cache": 700 * conns}, MEMORY_COLUMNS)
+    if syscalls:
+        for mech, calls in syscalls.items():
+            for name, per_msg in calls.items():
+                append_row(run_dir / "syscalls.csv", {
+                    "point_id": f"syscalls-{mech}", "mechanism": mech, "syscall": name,
+                    "calls": int(per_msg * 100000), "seconds": per_msg * 0.1, "errors": 0,
+                    "calls_per_msg": per_msg, "tracer": "synthetic"}, SYSCALL_COLUMNS)
+    return run_dir
+
+
+# probes.json as bench.probes is expected to write it (see bench/claims.py, _probe)
+PROBES_AS_DOCUMENTED = {
+    "C1": {"fd": 2000, "open_fds": 5,
+           "exception": "ValueError: filedescriptor out of range in select()"},
+    "C4": {"nfds": 70000, "rlimit_nofile": 65536, "errno": "EINVAL"},
+    "C5": {"et_events_per_2_writes": 2, "oneshot_events_per_2_writes": 1,
+           "lt_events_per_2_writes": 2},
+    "C6": {"maps_added": [], "eventpoll_mapped": False, "eventpoll_fd": "anon_inode:[eventpoll]"},
+}
+
+FULL_SYNTHETIC = dict(
+    probes=PROBES_AS_DOCUMENTED,
+    memory={"epoll": 5200, "epoll-et": 5200, "poll": 5000, "select": 5000},
+    syscalls={"epoll": {"epoll_wait": 0.2, "recvfrom": 1.0, "sendto": 1.0, "mmap": 0.0001},
+              "poll": {"poll": 0.2, "recvfrom": 1.0, "sendto": 1.0},
+              "select": {"select": 0.2, "recvfrom": 1.0, "sendto": 1.0}},
+)
+
+_TINY: dict[str, tuple[Path, str]] = {}
+
+
+def tiny_run_dir(tmp_path_factory) -> tuple[Path, str]:
+    """(run directory, "real" | "synthetic"), made once per test session.
+
+    A real run when one can be had: the directory named by IOMUX_TEST_RUN,
+    else a `quick` sweep through bench.run.run once that and its profile
+    exist; otherwise a full synthetic run (every table and probe).
+    """
+    if "run" in _TINY:
+        return _TINY["run"]
+    given = os.environ.get("IOMUX_TEST_RUN")
+    if given:
+        _TINY["run"] = Path(given), "real"
+        return _TINY["run"]
+    try:
+        from bench.run import run
+        has_profile = (Path(__file__).parents[1] / "bench" / "profiles" / "quick.toml").exists()
+    except ImportError:
+        run, has_profile = None, False
+    if run is not None and has_profile:
+        out = tmp_path_factory.mktemp("real") / "run"
+        _TINY["run"] = Path(run(profile="quick", out=str(out), resume=None, only=None)), "real"
+    else:
+        out = tmp_path_factory.mktemp("synthetic") / "run"
+        _TINY["run"] = make_run(out, reps=3, **FULL_SYNTHETIC), "synthetic"
+    return _TINY["run"]
+
+
+@pytest.fixture
+def tiny_run(tmp_path_factory) -> Path:
+    """A small complete run directory (real if available; see tiny_run_dir)."""
+    return tiny_run_dir(tmp_path_factory)[0]
