@@ -196,29 +196,42 @@ class Server:
         """
         conn = self.conns.get(fd)
         if conn is None:
-            if fd == self.listen_fd:
-                return self._accept()
-            if fd == self.wakeup_fd:
-                self._drain_wakeup()
-            return NO_CHANGE
-        had_out = bool(conn.out)
-        was_reading = conn.reading
+            return self._on_own_fd(fd)
+        if conn.out or not conn.reading:
+            return self._on_backlogged(fd, conn, readable, writable)
+        # Steady state, the hot path: nothing unsent, reading; the kernel watches READ.
+        if readable and not self._read(conn):
+            return ((fd, CLOSED),)
+        if conn.out or not conn.reading:            # the echo fell short, or EOF
+            return self._want(fd, conn)
+        return NO_CHANGE
+
+    def _on_backlogged(self, fd: int, conn: Conn, readable, writable):
+        """A connection with unsent bytes, paused reading or a half-close."""
         if writable and conn.out:
             if not self._flush(conn):
                 return ((fd, CLOSED),)
-            if conn.eof and not conn.out:
-                self.stats.closed["peer"] += 1      # half-close: flushed, now close
-                return ((fd, CLOSED),)
-            if not conn.out and not conn.reading:
+            if not conn.out:
+                if conn.eof:
+                    self.stats.closed["peer"] += 1  # half-close: flushed, now close
+                    return ((fd, CLOSED),)
                 conn.reading = True                 # drained: resume reading
-        if readable and conn.reading:
-            if not self._read(conn):
-                return ((fd, CLOSED),)
+        if readable and conn.reading and not self._read(conn):
+            return ((fd, CLOSED),)
+        return self._want(fd, conn)
+
+    def _want(self, fd: int, conn: Conn):
+        """The mask this connection needs; the loop skips it if the kernel has it."""
         if self.edge:
             return NO_CHANGE                        # registered once for both directions
-        if bool(conn.out) == had_out and conn.reading == was_reading:
-            return NO_CHANGE
         return ((fd, (READ if conn.reading else 0) | (WRITE if conn.out else 0)),)
+
+    def _on_own_fd(self, fd: int):
+        if fd == self.listen_fd:
+            return self._accept()
+        if fd == self.wakeup_fd:
+            self._drain_wakeup()
+        return NO_CHANGE
 
     def close(self, fd: int):
         """Close a connection the loop has already forgotten; return follow-up changes.
@@ -313,7 +326,7 @@ class Server:
                 stats.bytes_out += n
                 if n < len(data):
                     conn.out += memoryview(data)[n:]   # buffer only what the kernel refused
-            if len(conn.out) > HIGH_WATER:
+            if conn.out and len(conn.out) > HIGH_WATER:
                 conn.reading = False                # back-pressure: stop reading until drained
                 return True
             # Level-triggered: one recv per readiness. Edge-triggered: a short read

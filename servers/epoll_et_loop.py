@@ -41,6 +41,9 @@ EDGE = True          # the core reads/writes until EAGAIN and retries on resume
 MAXEVENTS = 1024     # fixed; CPython allocates the array per call (selectmodule.c)
 _ALL = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 
+_READABLE = ~select.EPOLLOUT   # anything but EPOLLOUT (incl. HUP/ERR) wakes the reader
+_WRITABLE = ~select.EPOLLIN    # anything but EPOLLIN wakes the writer
+
 
 def run(server: Server) -> None:
     ep = select.epoll()
@@ -58,13 +61,15 @@ def run(server: Server) -> None:
 
     try:
         apply([(server.listen_fd, READ), (server.wakeup_fd, READ)])
+        on_ready, record_wait = server.on_ready, server.stats.record_wait
         while server.running:
             t0 = perf_counter_ns()
             ready = ep.poll(-1, MAXEVENTS)   # no timeout: signals arrive on wakeup_fd
-            server.stats.record_wait(perf_counter_ns() - t0, len(ready))
+            record_wait(perf_counter_ns() - t0, len(ready))
             for fd, ev in ready:
-                if fd in registered:         # may have closed earlier in this batch
-                    apply(server.on_ready(fd, bool(ev & ~select.EPOLLOUT),
-                                          bool(ev & ~select.EPOLLIN)))
+                if fd in registered:    # may have closed earlier in this batch
+                    changes = on_ready(fd, ev & _READABLE, ev & _WRITABLE)
+                    if changes:
+                        apply(changes)
     finally:
         ep.close()

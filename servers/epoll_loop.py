@@ -39,6 +39,9 @@ MAXEVENTS = 1024     # fixed; CPython allocates the array per call (selectmodule
 _FLAGS = {0: 0, READ: select.EPOLLIN, WRITE: select.EPOLLOUT,
           READ | WRITE: select.EPOLLIN | select.EPOLLOUT}
 
+_READABLE = ~select.EPOLLOUT   # anything but EPOLLOUT (incl. HUP/ERR) wakes the reader
+_WRITABLE = ~select.EPOLLIN    # anything but EPOLLIN wakes the writer
+
 
 def run(server: Server) -> None:
     ep = select.epoll()
@@ -62,13 +65,15 @@ def run(server: Server) -> None:
 
     try:
         apply([(server.listen_fd, READ), (server.wakeup_fd, READ)])
+        on_ready, record_wait = server.on_ready, server.stats.record_wait
         while server.running:
             t0 = perf_counter_ns()
             ready = ep.poll(-1, MAXEVENTS)   # no timeout: signals arrive on wakeup_fd
-            server.stats.record_wait(perf_counter_ns() - t0, len(ready))
+            record_wait(perf_counter_ns() - t0, len(ready))
             for fd, ev in ready:
-                if fd in interest:           # may have closed earlier in this batch
-                    apply(server.on_ready(fd, bool(ev & ~select.EPOLLOUT),
-                                          bool(ev & ~select.EPOLLIN)))
+                if fd in interest:      # may have closed earlier in this batch
+                    changes = on_ready(fd, ev & _READABLE, ev & _WRITABLE)
+                    if changes:
+                        apply(changes)
     finally:
         ep.close()

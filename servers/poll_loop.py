@@ -30,6 +30,9 @@ FD_LIMIT = None
 _FLAGS = {0: 0, READ: select.POLLIN, WRITE: select.POLLOUT,
           READ | WRITE: select.POLLIN | select.POLLOUT}
 
+_READABLE = ~select.POLLOUT   # anything but POLLOUT (incl. HUP/ERR) wakes the reader
+_WRITABLE = ~select.POLLIN    # anything but POLLIN wakes the writer
+
 
 def run(server: Server) -> None:
     poller = select.poll()
@@ -52,11 +55,13 @@ def run(server: Server) -> None:
                 interest[fd] = want
 
     apply([(server.listen_fd, READ), (server.wakeup_fd, READ)])
+    on_ready, record_wait = server.on_ready, server.stats.record_wait
     while server.running:
         t0 = perf_counter_ns()
         ready = poller.poll()                # no timeout: signals arrive on wakeup_fd
-        server.stats.record_wait(perf_counter_ns() - t0, len(ready))
+        record_wait(perf_counter_ns() - t0, len(ready))
         for fd, ev in ready:
-            if fd in interest:               # may have closed earlier in this batch
-                apply(server.on_ready(fd, bool(ev & ~select.POLLOUT),
-                                      bool(ev & ~select.POLLIN)))
+            if fd in interest:      # may have closed earlier in this batch
+                changes = on_ready(fd, ev & _READABLE, ev & _WRITABLE)
+                if changes:
+                    apply(changes)

@@ -51,13 +51,18 @@ def run(server: Server) -> None:
             interest[fd] = want
 
     apply([(server.listen_fd, READ), (server.wakeup_fd, READ)])
+    on_ready, record_wait = server.on_ready, server.stats.record_wait
     while server.running:
         t0 = perf_counter_ns()
         r, w, _ = select.select(readers, writers, ())   # no timeout: signals arrive on wakeup_fd
-        server.stats.record_wait(perf_counter_ns() - t0, len(r) + len(w))
+        record_wait(perf_counter_ns() - t0, len(r) + len(w))
         for fd in r:
-            if fd in interest:               # may have closed earlier in this batch
-                apply(server.on_ready(fd, True, False))
+            if fd in interest:      # may have closed earlier in this batch
+                changes = on_ready(fd, True, False)
+                if changes:
+                    apply(changes)
         for fd in w:
             if fd in interest:
-                apply(server.on_ready(fd, False, True))
+                changes = on_ready(fd, False, True)
+                if changes:
+                    apply(changes)
