@@ -57,6 +57,7 @@ SWEEP_FIELDS = ("kind", "mechanisms", "repetitions", "warmup_s", "window_s", "co
                 "required", "server_max_fds")
 TASK_FIELDS = {"micro": ("kind", "quick")}
 ARRIVALS = ("fixed", "poisson")
+MIN_MSG_SIZE = 16          # the load generator's header + pattern (loadgen/spec.py)
 
 
 class ProfileError(ValueError):
@@ -197,6 +198,9 @@ def _experiment(c: "_Checker", t: dict, index: int, runwide: dict) -> Experiment
     arrivals = t.get("arrivals", "fixed")
     if arrivals not in ARRIVALS:
         c.fail(where + "arrivals", arrivals, "one of " + ", ".join(ARRIVALS))
+    if "pipeline" in t and rate != (None,):
+        raise ProfileError(f"{c.source}: {where}pipeline: applies to the closed loop only; "
+                           "drop pipeline or rate")
     required = t.get("required", False)
     if not isinstance(required, bool):
         c.fail(where + "required", required, "true or false")
@@ -206,7 +210,7 @@ def _experiment(c: "_Checker", t: dict, index: int, runwide: dict) -> Experiment
         warmup_s=c.number(t, "warmup_s", 0, where, default=runwide["warmup_s"]),
         window_s=c.number(t, "window_s", 0, where, default=runwide["window_s"], open_low=True),
         connections=connections, active=active, active_ratio=active_ratio,
-        msg_size=c.integers(t, "msg_size", 1, where, default=(64,)),
+        msg_size=c.integers(t, "msg_size", MIN_MSG_SIZE, where, default=(64,)),
         rate=rate, arrivals=arrivals,
         pipeline=c.integer(t, "pipeline", 1, where, default=1),
         required=required,

@@ -29,10 +29,10 @@ SNAPSHOTS = [
      "events_total": 41500, "monotonic_s": 102.002},
 ]
 SERVER = {"rejected_fd_setsize": 0, "wait_calls": 30000, "cpu_user_s": 3.0, "cpu_sys_s": 1.0}
-# machine 5.0 s busy over [99, 103]; server 2.4 s, loadgen 2.0 s -> others 0.6 s in 4 s
+# other processes 0.5 s and steal 0.1 s over [99, 103]: 0.3 s in the window [100, 102]
 CPU = {"samples": [
-    {"t": 99.0, "machine_s": 10.0, "server_s": 1.0, "loadgen_s": 0.0},
-    {"t": 103.0, "machine_s": 15.0, "server_s": 3.4, "loadgen_s": 2.0},
+    {"t": 99.0, "others_s": 10.0, "steal_s": 1.0, "server_s": 1.0, "loadgen_s": 0.0},
+    {"t": 103.0, "others_s": 10.5, "steal_s": 1.1, "server_s": 3.4, "loadgen_s": 2.0},
 ]}
 
 
@@ -87,6 +87,19 @@ def test_window_delta_and_noise_edge_cases():
     samples = CPU["samples"]
     assert noise_cpu_pct(samples, 98.0, 102.0) is None                 # not covered
     assert noise_cpu_pct(samples, None, 102.0) is None
-    quiet = [dict(s, machine_s=s["server_s"] + s["loadgen_s"] - 0.01 * i)
-             for i, s in enumerate(samples)]
-    assert noise_cpu_pct(quiet, 100.0, 102.0) == 0.0                   # tick jitter clamps at 0
+    quiet = [dict(s, others_s=10.0 - 0.01 * i, steal_s=0.0) for i, s in enumerate(samples)]
+    assert noise_cpu_pct(quiet, 100.0, 102.0) == 0.0     # a reaped process's jitter clamps at 0
+
+
+def test_fdlimit_drops_are_the_measure_not_a_failure():
+    point = dict(POINT, id="fdlimit-select-c1100-a1100-s64-r1", experiment="fdlimit",
+                 mechanism="select", connections=1100, active=1100)
+    lg = dict(LOADGEN, failed=True, failure="connections lost: 82 active (closed_by_server 82)",
+              errors={"closed_by_server": 82},
+              connections=dict(LOADGEN["connections"], established=1100, echoing=1018))
+    row = to_row(point, lg, dict(SERVER, rejected_fd_setsize=82), SNAPSHOTS, CPU)
+    assert row["error"] is None
+    assert (row["established"], row["echoing"], row["rejected_fd_setsize"]) == (1100, 1018, 82)
+    assert row["errors"] == 82
+    row = to_row(point, dict(lg, corrupt=1), SERVER, SNAPSHOTS, CPU)
+    assert "loadgen failed" in row["error"]
