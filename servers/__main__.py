@@ -49,11 +49,17 @@ def set_fd_limit(max_fds: int | None) -> tuple[int, int]:
 
 
 def check_writable(path: str) -> None:
-    probe = f"{path}.probe{os.getpid()}"
+    """Fail before READY, not after the run, if a result file cannot be written."""
     try:
-        with open(probe, "w"):
-            pass
-        os.unlink(probe)
+        if os.path.exists(path):
+            if not os.path.isfile(path):
+                return                          # /dev/null or a FIFO: opening may block
+            with open(path, "a"):
+                pass
+        else:
+            with open(path, "w"):
+                pass
+            os.unlink(path)
     except OSError as e:
         die(PROG, f"cannot write {path}: {e.strerror}; choose a writable path")
 

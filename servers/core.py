@@ -367,6 +367,10 @@ def write_stats(stats: dict, path: str | None) -> None:
     if path is None:
         print(text, flush=True)
         return
+    if os.path.exists(path) and not os.path.isfile(path):
+        with open(path, "w") as f:              # /dev/null, a FIFO: never replace it
+            f.write(text + "\n")
+        return
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         f.write(text + "\n")

@@ -14,6 +14,7 @@ import random
 import selectors
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -327,3 +328,16 @@ def test_port_in_use_is_one_line_exit_1():
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "in use" in lines[0] and str(port) in lines[0]
+
+
+def test_stats_to_a_fifo_writes_through_and_never_replaces_it(tmp_path):
+    from servers.core import write_stats
+    fifo = tmp_path / "stats.fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    write_stats({"format": 1, "mechanism": "epoll"}, str(fifo))
+    reader.join(DEADLINE_S)
+    assert json.loads(got[0])["mechanism"] == "epoll"
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)     # /dev/null must survive the same way
