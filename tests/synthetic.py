@@ -34,17 +34,19 @@ ACTIVITY_CPU = {"select": (30.0, 12.0), "poll": (28.0, 11.0),
                 "epoll": (20.0, 11.5), "epoll-et": (19.0, 11.0)}
 RATIOS = (0.01, 0.1, 0.5, 1.0)
 
-META = {
+META = {  # the shape bench.meta.collect_meta writes
     "format": 1, "state": "complete",
-    "started_at": "2025-01-01T00:00:00Z", "ended_at": "2025-01-01T00:15:00Z",
-    "kernel": "6.1.0-synthetic", "python": "3.11.2",
-    "cpu": {"model": "Synthetic CPU @ 2.0GHz", "count": 2, "governors": {}},
+    "started_at": "2025-01-01T00:00:00+00:00", "ended_at": "2025-01-01T00:15:00+00:00",
+    "kernel": {"release": "6.1.0-synthetic", "version": "#1 SMP", "machine": "x86_64"},
+    "python": {"version": "3.11.7", "implementation": "CPython", "executable": "/usr/bin/python3"},
+    "cpu": {"model": "Synthetic CPU @ 2.0GHz", "count": 2, "affinity": [0, 1], "governors": {}},
+    "memory": {"mem_total_bytes": 24 * 2 ** 30},
     "packages": {"numpy": "2.0", "pandas": "3.0", "matplotlib": "3.9"},
     "git": {"rev": "0" * 40, "dirty": False},
-    "limits": {"RLIMIT_NOFILE": [65536, 65536], "fs.file-max": 2_400_000,
-               "fs.nr_open": 1_048_576, "fs.epoll.max_user_watches": 5_000_000,
-               "MemTotal_bytes": 24 * 2 ** 30},
-    "profile": {"name": "synthetic"},
+    "limits": {"rlimit_nofile": {"orchestrator": {"soft": 65536, "hard": 65536}},
+               "fs.file-max": 2_400_000, "fs.nr_open": 1_048_576,
+               "fs.epoll.max_user_watches": 5_000_000},
+    "profile": {"name": "synthetic", "seed": 1},
 }
 
 
@@ -173,7 +175,7 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
     if micro:
         for mech in mechanisms:
             for n in MICRO_SIZES:
-                for ready in sorted({1, 10, n}):
+                for ready in sorted({0, 1, 10, n}):
                     for mode in ("zero", "blocking"):
                         row = dict(op="wait", mechanism=mech, registered=n, ready=ready,
                                    timeout_mode=mode, samples=200)
@@ -212,18 +214,33 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
     return run_dir
 
 
-# probes.json as bench.probes is expected to write it (see bench/claims.py, _probe)
-PROBES_AS_DOCUMENTED = {
-    "C1": {"fd": 2000, "open_fds": 5,
-           "exception": "ValueError: filedescriptor out of range in select()"},
-    "C4": {"nfds": 70000, "rlimit_nofile": 65536, "errno": "EINVAL"},
-    "C5": {"et_events_per_2_writes": 2, "oneshot_events_per_2_writes": 1,
-           "lt_events_per_2_writes": 2},
-    "C6": {"maps_added": [], "eventpoll_mapped": False, "eventpoll_fd": "anon_inode:[eventpoll]"},
-}
+def probes_doc(value_limit=True, kernel_takes_high_fd=True, poll_einval=True,
+               et_writes_reported=2, eventpoll_mapped=False) -> dict:
+    """probes.json in the shape bench.probes writes (only the fields claims read)."""
+    def tested(outcome):
+        return {"status": "tested", "outcome": outcome, "reading": "synthetic"}
+    return {"probes": {
+        "C1": tested({"high_fd": 2000, "open_descriptors": 5, "low_fd": 3, "low_fd_ready": True,
+                      "high_fd_select": {"exception": "ValueError" if value_limit else None,
+                                         "message": "filedescriptor out of range in select()"},
+                      "kernel_select_high_fd": {"nfds": 2001, "returned": int(kernel_takes_high_fd),
+                                                "fd_reported_ready": kernel_takes_high_fd}}),
+        "C4": tested({"nfds": 1200, "over_1024": {"highest_fd_reported": True},
+                      "nfds_above_soft_limit": ({"soft": 1199, "result": "error", "errno": "EINVAL"}
+                                                if poll_einval else {"soft": 1199, "result": "ok"})}),
+        "C5": tested({"modes": {
+            "level": {"events_total": 4, "writes_with_an_event": 2},
+            "edge": {"events_total": et_writes_reported, "writes_with_an_event": et_writes_reported},
+            "oneshot": {"events_total": 1, "writes_with_an_event": 1}}}),
+        "C6": tested({"registered": 10000, "new_mapping_count": 1,
+                      "new_mappings": [{"path": "", "bytes": 1 << 20}],
+                      "eventpoll_mappings_after": [{"path": "anon_inode:[eventpoll]"}] if eventpoll_mapped else [],
+                      "mmap_epoll_fd": {"result": "error", "errno": "ENODEV"}}),
+    }}
+
 
 FULL_SYNTHETIC = dict(
-    probes=PROBES_AS_DOCUMENTED,
+    probes=probes_doc(),
     memory={"epoll": 5200, "epoll-et": 5200, "poll": 5000, "select": 5000},
     syscalls={"epoll": {"epoll_wait": 0.2, "recvfrom": 1.0, "sendto": 1.0, "mmap": 0.0001},
               "poll": {"poll": 0.2, "recvfrom": 1.0, "sendto": 1.0},
