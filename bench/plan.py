@@ -13,8 +13,8 @@ REFUSED_FD_SETSIZE = "refused: FD_SETSIZE"
 # Duration model, measured on the 2-core development machine (see
 # estimate_s): starting the server and the load generator, handshakes and
 # teardown cost a fixed part plus a part per connection.
-OVERHEAD_S = 0.9
-OVERHEAD_S_PER_CONN = 0.00025
+OVERHEAD_S = 0.4
+OVERHEAD_S_PER_CONN = 0.00005
 TASK_ESTIMATE_S = {("micro", True): 20.0, ("micro", False): 150.0}   # (kind, quick) -> s
 
 

@@ -73,7 +73,7 @@ class Context:
 
 def run(profile: str | Path | None = None, out: str | Path | None = None,
         resume: str | Path | None = None, only: str | None = None,
-        *, log=sys.stderr) -> Path:
+        *, log=None) -> Path:
     """Run (or complete, with resume) a profile's sweep; return the run directory.
 
     profile is a bundled name or a TOML path (None: default; with resume,
@@ -83,6 +83,7 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
     created), RunError when the directory cannot be written, Interrupted
     on Ctrl-C / SIGTERM / SIGHUP after the run is left resumable.
     """
+    log = log or sys.stderr
     if resume is not None and out is not None:
         raise UsageError("give --out or --resume, not both: --resume continues the "
                          "directory it names")

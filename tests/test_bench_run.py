@@ -198,3 +198,33 @@ active = 5
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["state"] == "failed" and meta["points"]["failed"] == 1
     assert not strays(run_dir)
+
+
+def test_no_ready_within_the_deadline_is_a_failed_point_and_nothing_is_left(tmp_path):
+    profile = tmp_path / "slow.toml"
+    # no Python server prints READY within a millisecond of its start
+    profile.write_text(TINY.replace("seed = 4", "seed = 4\nready_timeout_s = 0.001")
+                       .replace('["select", "epoll"]', '["poll"]').replace("[10, 40]", "10"))
+    run_dir = tmp_path / "run"
+    r = bench("--profile", profile, "--out", run_dir)
+    assert r.returncode == 1
+    (row,) = rows(run_dir)
+    assert row["error"] == "server: no READY within 0.001 s"
+    assert not strays(run_dir)
+
+
+def test_only_runs_a_subset_and_resume_adds_the_rest(tmp_path, capsys):
+    from bench.run import run
+    profile = tmp_path / "tiny.toml"
+    profile.write_text(TINY)
+    run_dir = run(profile=profile, out=tmp_path / "run", only="-c10-")
+    assert sorted(r["point_id"] for r in rows(run_dir)) == [
+        "scan-epoll-c10-a5-s64-r1", "scan-select-c10-a5-s64-r1"]
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["state"] == "complete" and meta["points"]["missing"] == 2
+    assert meta["runs"][0]["only"] == "-c10-"
+    run(resume=run_dir)
+    assert len({r["point_id"] for r in rows(run_dir)}) == len(rows(run_dir)) == 4
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["points"]["missing"] == 0 and len(meta["runs"]) == 2
+    assert "2 of 4 points to run" in capsys.readouterr().err
