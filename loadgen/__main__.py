@@ -1,0 +1,182 @@
+"""python -m loadgen: argv -> LoadSpec -> run(spec) -> one JSON document.
+
+The JSON (schema: loadgen/run.py) goes to --out, or to stdout; a short
+summary and any warning go to stderr. Exit 0 for a good point, 1 for a
+failed point or a runtime error (the JSON is still written), 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import socket
+import sys
+
+from servers.cli import OneLineParser, die, is_loopback
+
+from .run import run
+from .spec import ARRIVALS, LoadSpec, SpecError, check, parse_cpus, parse_target
+
+PROG = "python -m loadgen"
+
+
+def _number(kind):
+    def convert(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    return convert
+
+
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog=PROG, description="Drive an echo server: N connections, "
+                      "a share of them active, closed or open loop; report JSON.")
+    p.add_argument("--target", required=True, metavar="HOST:PORT",
+                   help="the echo server, e.g. 127.0.0.1:8000 (loopback only unless --allow-remote)")
+    p.add_argument("--connections", type=_number(int), required=True, metavar="N",
+                   help="connections to open and hold")
+    p.add_argument("--active-ratio", type=_number(float), default=1.0, metavar="R",
+                   help="share of connections that send, in [0, 1]; round(N*R) are active "
+                        "(default 1.0)")
+    p.add_argument("--msg-size", type=_number(int), default=64, metavar="BYTES",
+                   help="message size in bytes, at least 16 (default 64)")
+    p.add_argument("--duration", type=_number(float), default=10.0, metavar="SECONDS",
+                   help="measured window (default 10)")
+    p.add_argument("--warmup", type=_number(float), default=1.0, metavar="SECONDS",
+                   help="load before the window, not measured (default 1)")
+    p.add_argument("--procs", type=_number(int), default=1, metavar="P",
+                   help="worker processes, each with its own loop (default 1)")
+    p.add_argument("--rate", type=_number(float), metavar="MSGS_PER_S",
+                   help="open loop at this total send rate (default: closed loop)")
+    p.add_argument("--arrivals", choices=ARRIVALS, metavar="fixed|poisson",
+                   help="open-loop inter-arrival times (default fixed)")
+    p.add_argument("--pipeline", type=_number(int), metavar="K",
+                   help="messages in flight per active connection: closed loop keeps K, "
+                        "open loop at most K, later sends wait their turn (default 1)")
+    p.add_argument("--cpus", metavar="LIST",
+                   help="pin the workers, round-robin, to these CPUs, e.g. 1-3,7")
+    p.add_argument("--out", metavar="FILE", help="write the JSON here (default: stdout)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a target outside 127.0.0.0/8 and ::1")
+    p.add_argument("--signal-pid", type=_number(int), metavar="PID",
+                   help="send SIGUSR1 to PID at the window's start and end (a server "
+                        "started with --snapshots; any other process may die of it)")
+    return p
+
+
+def parse_spec(argv: list[str] | None) -> tuple[LoadSpec, argparse.Namespace]:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        host, port = parse_target(args.target)
+        if args.arrivals is not None and args.rate is None:
+            raise SpecError("--arrivals applies to the open loop: give --rate too")
+        if args.signal_pid is not None and args.signal_pid <= 0:
+            raise SpecError(f"--signal-pid {args.signal_pid}: give a process id")
+        spec = check(LoadSpec(
+            host=host, port=port, connections=args.connections,
+            active_ratio=args.active_ratio, msg_size=args.msg_size,
+            duration_s=args.duration, warmup_s=args.warmup, procs=args.procs,
+            rate_msgs_s=args.rate, arrivals=args.arrivals or "fixed",
+            pipeline=1 if args.pipeline is None else args.pipeline,
+            cpus=parse_cpus(args.cpus) if args.cpus is not None else None,
+            signal_pid=args.signal_pid))
+    except SpecError as e:
+        parser.error(str(e))
+    return spec, args
+
+
+def resolve(spec: LoadSpec, allow_remote: bool) -> tuple[tuple, int]:
+    """(sockaddr, family) of the target; non-loopback refused unless allowed."""
+    try:
+        infos = socket.getaddrinfo(spec.host, spec.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        die(PROG, f"cannot resolve --target host {spec.host!r} ({e.strerror}): "
+                  "give an address such as 127.0.0.1:8000", 2)
+    family, _, _, _, sockaddr = infos[0]
+    if not allow_remote and not (is_loopback(spec.host) or is_loopback(sockaddr[0])):
+        die(PROG, f"--target {spec.host} is not a loopback address: pass --allow-remote "
+                  "to load another machine", 2)
+    return sockaddr, family
+
+
+def summary(doc: dict) -> str:
+    lat = doc["latency_us"]
+    c = doc["connections"]
+    text = (f"{doc['target']}: {c['established']}/{c['requested']} connections "
+            f"({c['active']} active) in {doc['connect_s']:.2f} s; "
+            f"{doc['messages']:,} msgs in {doc['window_s']:.2f} s = "
+            f"{doc['throughput_msgs_s'] or 0:,.0f} msg/s")
+    if lat["p50"] is not None:
+        text += f"  p50 {lat['p50']:,.0f} µs  p99 {lat['p99']:,.0f} µs  max {lat['max']:,.0f} µs"
+    errors = {k: v for k, v in doc["errors"].items() if v}
+    if errors:
+        text += "  errors: " + ", ".join(f"{k} {v}" for k, v in errors.items())
+    return text
+
+
+def write_json(doc: dict, path: str | None) -> None:
+    text = json.dumps(doc, sort_keys=True, indent=2) + "\n"
+    if path is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def check_writable(path: str) -> None:
+    probe = f"{path}.probe{os.getpid()}"
+    try:
+        with open(probe, "w"):
+            pass
+        os.unlink(probe)
+    except OSError as e:
+        die(PROG, f"cannot write --out {path}: {e.strerror}; choose a writable path")
+
+
+def main(argv: list[str] | None = None) -> int:
+    spec, args = parse_spec(argv)
+    address, family = resolve(spec, args.allow_remote)
+    if spec.signal_pid is not None:
+        try:
+            os.kill(spec.signal_pid, 0)
+        except ProcessLookupError:
+            die(PROG, f"--signal-pid {spec.signal_pid}: no such process", 2)
+        except PermissionError:
+            die(PROG, f"--signal-pid {spec.signal_pid}: not allowed to signal it", 2)
+    if args.out:
+        check_writable(args.out)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))   # workers inherit it
+    # SIGTERM ends us through the finally blocks that kill the workers
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
+    try:
+        doc = run(spec, address, family)
+    except KeyboardInterrupt:
+        die(PROG, "interrupted; the workers were stopped", 1)
+    try:
+        write_json(doc, args.out)
+    except OSError as e:
+        die(PROG, f"cannot write --out {args.out}: {e.strerror}")
+    print(f"loadgen: {summary(doc)}", file=sys.stderr)
+    if doc["saturated"]:
+        busiest = max(doc["workers"], key=lambda w: w["cpu_util"] or 0)
+        print(f"loadgen: warning: worker {busiest['index']} used "
+              f"{100 * busiest['cpu_util']:.0f}% of a core: this point measures the load "
+              f"generator, not the server; rerun with more --procs (and free --cpus) "
+              "or fewer active connections", file=sys.stderr)
+    if doc["failed"]:
+        print(f"{PROG}: error: point failed: {doc['failure']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
