@@ -3,17 +3,14 @@
 `make_run(dir, ...)` writes meta.json (format 1), points.csv and micro.csv
 (and, on request, probes.json, memory.csv, syscalls.csv) whose costs follow
 chosen slopes, so a test knows what the analysis must recover. Noise is
-multiplicative and seeded. `tiny_run` is the fixture the figure and notebook
-tests use: a real run when one can be had, else a synthetic one.
+multiplicative and seeded.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from bench.schema import MEMORY_COLUMNS, MICRO_COLUMNS, POINT_COLUMNS, SYSCALL_COLUMNS
 from bench.store import append_row, write_json
@@ -246,38 +243,3 @@ FULL_SYNTHETIC = dict(
               "poll": {"poll": 0.2, "recvfrom": 1.0, "sendto": 1.0},
               "select": {"select": 0.2, "recvfrom": 1.0, "sendto": 1.0}},
 )
-
-_TINY: dict[str, tuple[Path, str]] = {}
-
-
-def tiny_run_dir(tmp_path_factory) -> tuple[Path, str]:
-    """(run directory, "real" | "synthetic"), made once per test session.
-
-    A real run when one can be had: the directory named by IOMUX_TEST_RUN,
-    else a `quick` sweep through bench.run.run once that and its profile
-    exist; otherwise a full synthetic run (every table and probe).
-    """
-    if "run" in _TINY:
-        return _TINY["run"]
-    given = os.environ.get("IOMUX_TEST_RUN")
-    if given:
-        _TINY["run"] = Path(given), "real"
-        return _TINY["run"]
-    try:
-        from bench.run import run
-        has_profile = (Path(__file__).parents[1] / "bench" / "profiles" / "quick.toml").exists()
-    except ImportError:
-        run, has_profile = None, False
-    if run is not None and has_profile:
-        out = tmp_path_factory.mktemp("real") / "run"
-        _TINY["run"] = Path(run(profile="quick", out=str(out), resume=None, only=None)), "real"
-    else:
-        out = tmp_path_factory.mktemp("synthetic") / "run"
-        _TINY["run"] = make_run(out, reps=3, **FULL_SYNTHETIC), "synthetic"
-    return _TINY["run"]
-
-
-@pytest.fixture
-def tiny_run(tmp_path_factory) -> Path:
-    """A small complete run directory (real if available; see tiny_run_dir)."""
-    return tiny_run_dir(tmp_path_factory)[0]
