@@ -15,7 +15,7 @@ REFUSED_FD_SETSIZE = "refused: FD_SETSIZE"
 # teardown cost a fixed part plus a part per connection.
 OVERHEAD_S = 0.4
 OVERHEAD_S_PER_CONN = 0.00005
-TASK_ESTIMATE_S = {("micro", True): 20.0, ("micro", False): 150.0}   # (kind, quick) -> s
+TASK_ESTIMATE_S = {("micro", True): 20.0, ("micro", False): 100.0}   # (kind, quick) -> s
 
 
 @dataclass(frozen=True)

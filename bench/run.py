@@ -662,9 +662,9 @@ def print_summary(rows: list[dict], progress: Progress, estimate: float, log) ->
     noisy = sum(1 for r in rows if r.get("noisy"))
     failed = [r for r in rows if r.get("error") and not r["error"].startswith("refused:")]
     if sat:
-        print(f"warning: the load generator was CPU-bound on {sat} points: they measure the "
-              "load generator, not the server; give it more CPUs (procs in the profile)",
-              file=log)
+        print(f"warning: the load generator was CPU-bound on {sat} points (SATURATED): they "
+              "measure the load generator, not the server, and analysis sets them aside; "
+              "a machine with more cores for the load generator avoids it", file=log)
     if noisy:
         print(f"warning: {noisy} points were noisy (other processes used more CPU than the "
               "threshold during the window): rerun on a quieter machine for firm numbers",

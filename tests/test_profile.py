@@ -128,3 +128,22 @@ def test_bundled_profiles_cover_every_experiment_within_budget(name, budget_s):
 def test_profile_error_is_a_value_error():
     with pytest.raises(ProfileError):
         parse("[[experiment]]\nkind = 3\n")
+
+
+def test_unwritable_out_is_a_runtime_error_with_the_fix(tmp_path, capsys):
+    path = tmp_path / "p.toml"
+    path.write_text(GOOD)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--profile", str(path), "--out", str(blocker / "run")])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "choose a writable --out" in err
+
+
+def test_resume_of_a_directory_that_is_not_a_run(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--resume", str(tmp_path)])
+    assert exc.value.code == 1
+    assert "no meta.json" in capsys.readouterr().err
