@@ -141,6 +141,14 @@ def check_writable(path: str) -> None:
         die(PROG, f"cannot write --out {path}: {e.strerror}; choose a writable path")
 
 
+class _Terminated(Exception):
+    pass
+
+
+def _terminate(signum, frame):
+    raise _Terminated("terminated by SIGTERM")
+
+
 def main(argv: list[str] | None = None) -> int:
     spec, args = parse_spec(argv)
     address, family = resolve(spec, args.allow_remote)
@@ -155,12 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         check_writable(args.out)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))   # workers inherit it
-    # SIGTERM ends us through the finally blocks that kill the workers
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
+    signal.signal(signal.SIGTERM, _terminate)   # through run()'s finally: workers killed
     try:
         doc = run(spec, address, family)
-    except KeyboardInterrupt:
-        die(PROG, "interrupted; the workers were stopped", 1)
+    except (KeyboardInterrupt, _Terminated) as e:
+        die(PROG, f"{e or 'interrupted'}: the workers were stopped, no result written", 1)
     try:
         write_json(doc, args.out)
     except OSError as e:

@@ -250,6 +250,8 @@ def merge(spec: LoadSpec, inbox: _Inbox, signals: dict | None, started_at: str,
     if went and results:
         idle_lost = conns["idle_established"] - conns["idle_open_at_end"]
         active_lost = conns["active_established"] - conns["active_open_at_end"]
+        if conns["established"] and not conns["idle_open_at_end"] + conns["active_open_at_end"]:
+            failures.append("every connection was lost: did the server exit?")
         if idle_lost or active_lost:
             how = {k: errors[k] for k in ("reset", "closed_by_server", "short_read", "other")
                    if errors[k]}
