@@ -49,8 +49,10 @@ JSON document, format 1 (names carry their unit; counts are integers):
 - `unanswered_msgs`: messages written and never echoed (timeouts and lost
   connections); `backlog_overflow_msgs`: open-loop sends dropped because a
   worker already owed OPEN_BACKLOG messages.
-- `workers`: [{index, pid, cpu, connections, established, messages,
-  cpu_user_s, cpu_sys_s, cpu_util (of one core, over its window), window_s}].
+- `workers`: one entry per worker started (min(P, N) of them): [{index,
+  pid, cpu (pinned to, or null), connections, established, messages,
+  cpu_user_s, cpu_sys_s (over its window), cpu_util (of one core, over its
+  window; null without a window), window_s, measured (it sent a result)}].
 - `saturated`: a worker used >= 90% of a core: the point measures the
   load generator, not the server.
 - `failed`, `failure`: true and the reasons ("; "-joined) when any of:
@@ -225,28 +227,34 @@ def merge(spec: LoadSpec, inbox: _Inbox, signals: dict | None, started_at: str,
         conns["echoing"] += rc["echoing"]
     conns["idle_established"] = conns["established"] - conns["active_established"]
 
-    workers = []
-    for r in results:
-        w_s = ((r["window_end_ns"] - r["window_start_ns"]) / 1e9
-               if r["window_start_ns"] is not None else 0.0)
-        cpu = r["cpu_user_s"] + r["cpu_sys_s"]
+    workers = []                          # every worker started, measured or not
+    by_index = {r["index"]: r for r in results}
+    for i in range(spec.workers):
+        r = by_index.get(i)
+        w_s = user = sys_ = 0.0
+        if r is not None and r["window_start_ns"] is not None:
+            w_s = (r["window_end_ns"] - r["window_start_ns"]) / 1e9
+            user, sys_ = r["cpu_user_s"], r["cpu_sys_s"]
         workers.append({
-            "index": r["index"], "pid": r["pid"],
-            "cpu": spec.cpus[r["index"] % len(spec.cpus)] if spec.cpus else None,
-            "connections": r["connections"]["requested"],
-            "established": connected[r["index"]].get("established", 0),
-            "messages": r["messages"],
-            "cpu_user_s": round(r["cpu_user_s"], 6), "cpu_sys_s": round(r["cpu_sys_s"], 6),
-            "cpu_util": round(cpu / w_s, 4) if w_s > 0 else None,
+            "index": i, "pid": connected[i].get("pid"),
+            "cpu": spec.cpus[i % len(spec.cpus)] if spec.cpus else None,
+            "connections": spec.share(i)[0],
+            "established": connected[i].get("established", 0),
+            "messages": r["messages"] if r else 0,
+            "cpu_user_s": round(user, 6), "cpu_sys_s": round(sys_, 6),
+            "cpu_util": round((user + sys_) / w_s, 4) if w_s > 0 else None,
             "window_s": round(w_s, 6),
+            "measured": r is not None,
         })
     saturated = any((w["cpu_util"] or 0) >= SATURATED for w in workers)
 
     # -- is the point good? --------------------------------------------------
     if conns["established"] < spec.connections:
         lost = {k: errors[k] for k in worker.CONNECT_KINDS if errors[k]}
+        hint = (f": is a server listening on {spec.host}:{spec.port}?"
+                if errors["refused"] else "")
         failures.append(f"only {conns['established']} of {spec.connections} connections "
-                        f"opened ({_kinds(lost) or 'not attempted'})")
+                        f"opened ({_kinds(lost) or 'not attempted'}){hint}")
     if went and results:
         idle_lost = conns["idle_established"] - conns["idle_open_at_end"]
         active_lost = conns["active_established"] - conns["active_open_at_end"]

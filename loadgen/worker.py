@@ -183,7 +183,8 @@ class Worker:
 
     def run(self) -> None:
         self.open_connections()
-        self.ctrl.send(("connected", {"established": len(self.conns), "connect_s": self.connect_s,
+        self.ctrl.send(("connected", {"pid": os.getpid(), "established": len(self.conns),
+                                      "connect_s": self.connect_s,
                                       "errors": dict(self.errors), "retries": self.retries}))
         if not self.ctrl.poll(GO_DEADLINE_S):
             raise _ParentGone()
