@@ -83,7 +83,7 @@ class Child:
             return None
 
     def kill(self) -> None:
-        """SIGKILL the whole process group (workers included) and reap the leader."""
+        """SIGKILL the whole process group (workers included); return once it is gone."""
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -92,6 +92,7 @@ class Child:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
+        _wait_group_gone(self.pid)
         _LIVE.pop(self.pid, None)
 
     def stderr_tail(self, lines: int = 3, chars: int = 400) -> str:
@@ -139,21 +140,40 @@ def kill_all() -> int:
             child.proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
+        _wait_group_gone(child.pid)
         _LIVE.pop(child.pid, None)
     return len(children)
 
 
-def live() -> list[int]:
-    return list(_LIVE)
+def _wait_group_gone(pgid: int, timeout_s: float = 5.0) -> bool:
+    """Wait until no process of the group is alive (zombies do not count).
 
-
-def wait_until(predicate, timeout_s: float, step_s: float = 0.05) -> bool:
+    SIGKILL is not instant: a loaded machine may take a moment to tear down
+    a load-generator worker, and a caller about to report "all children
+    killed" must not race it.
+    """
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step_s)
-    return predicate()
+    while _group_members(pgid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is pgid, from /proc."""
+    members = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            members.append(int(name))
+    return members
 
 
 atexit.register(kill_all)
