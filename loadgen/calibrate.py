@@ -8,6 +8,13 @@ own getrusage; both are divided by the window's echoed messages. The goal:
 the load generator costs at most 0.8x the server per message (so with one
 core each the server saturates first); its user (Python) time at most the
 server's. A benchmark, not a test: it prints, it asserts nothing.
+
+User+sys per process is exact (the scheduler's runtime), but on a kernel
+with tick-based CPU accounting (CONFIG_TICK_CPU_ACCOUNTING, HZ=250 on the
+machine this was written on) the split into user and sys is sampled at
+each tick: over a few seconds the user share of one process is known to
+about +-10%, so the user ratio of one repetition can be off by +-20%.
+Hence several repetitions and the median.
 """
 
 from __future__ import annotations
@@ -87,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadgen.calibrate", description=__doc__.split("\n")[0])
     p.add_argument("--mechanism", default="epoll", help="server to compare with (default epoll)")
     p.add_argument("--connections", type=int, default=100, help="active connections (default 100)")
-    p.add_argument("--duration", type=float, default=3.0, help="window per repetition, s (default 3)")
-    p.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
+    p.add_argument("--duration", type=float, default=4.0, help="window per repetition, s (default 4)")
+    p.add_argument("--reps", type=int, default=5, help="repetitions (default 5)")
     p.add_argument("--msg-size", type=int, default=64, help="bytes (default 64)")
     args = p.parse_args(argv)
 

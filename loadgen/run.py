@@ -116,7 +116,7 @@ class _Inbox:
                 self.got[i][msg_kind] = payload
 
 
-def run(spec: LoadSpec, address: tuple, family: int, log=None) -> dict:
+def run(spec: LoadSpec, address: tuple, family: int) -> dict:
     """One load-generator run; returns the JSON document (see the module docstring)."""
     started_at = _utc_now()
     ctx = multiprocessing.get_context("fork")

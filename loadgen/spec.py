@@ -137,7 +137,7 @@ def check(spec: LoadSpec) -> LoadSpec:
                         f"{per_worker} descriptors per process, above the limit {hard}: "
                         f"use --procs {need} or more")
     ports = ephemeral_ports()
-    if spec.connections > ports and not spec.host.startswith("127."):
+    if spec.connections > ports and not (spec.host.startswith("127.") or spec.host == "localhost"):
         # to 127.x the workers spread connections over several source addresses
         raise SpecError(f"--connections {spec.connections} is more than the {ports} ephemeral "
                         "ports one target can be reached from (net.ipv4.ip_local_port_range)")

@@ -6,10 +6,8 @@ No timed assertions: subprocess timeouts below only stop a hung test.
 from __future__ import annotations
 
 import json
-import os
 import random
 import resource
-import signal
 import subprocess
 import sys
 import time
