@@ -87,27 +87,7 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
     if resume is not None and out is not None:
         raise UsageError("give --out or --resume, not both: --resume continues the "
                          "directory it names")
-    pattern = _compile(only)
-    if resume is not None:
-        run_dir = Path(resume)
-        meta = read_meta(run_dir)
-        prof = parse(meta["profile"]["text"], source=f"{run_dir}/meta.json profile",
-                     name=meta["profile"]["name"])
-        if profile is not None and profile != meta["profile"]["name"]:
-            raise UsageError(f"--resume uses the profile stored in {run_dir}/meta.json "
-                             f"({meta['profile']['name']}); drop --profile {profile}")
-        seed = meta["profile"]["seed"]
-    else:
-        prof = load("default" if profile is None else profile)
-        seed = prof.seed if prof.seed is not None else random.SystemRandom().randrange(2**31)
-        meta = None
-    all_points = plan.points(prof, seed)
-    selected = [p for p in all_points if pattern is None or pattern.search(p.id)]
-    if not selected:
-        example = all_points[0].id if all_points else "scan-epoll-c1000-a10-s64-r1"
-        raise UsageError(f"--only {only!r} matches none of the {len(all_points)} points; "
-                         f"ids look like {example}")
-
+    prof, seed, meta, all_points, selected = _plan_run(profile, resume, only)
     limits = raise_fd_limit()
     now = collect_meta()
     if meta is None:
@@ -120,6 +100,8 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
         }
         meta["limits"]["rlimit_nofile"]["orchestrator"] = limits
         _link_latest(run_dir)
+    else:
+        run_dir = Path(resume)
     done = _done_ids(run_dir, meta)
     todo = [p for p in selected if p.id not in done]
 
@@ -191,6 +173,35 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
     print_summary(rows, progress, estimate, log)
     _write_report(run_dir, log)
     return run_dir
+
+
+def _plan_run(profile, resume, only):
+    """Check everything the user gave before anything is created.
+
+    (profile, seed, meta of the resumed run or None, every point, the points --only keeps).
+    """
+    pattern = _compile(only)
+    if resume is not None:
+        meta = read_meta(resume)
+        stored = meta.get("profile") or {}
+        if not {"text", "seed", "name"} <= set(stored):
+            raise UsageError(f"{resume} was not made by `python -m bench run` (its meta.json "
+                             "has no profile): --resume completes bench run directories only")
+        if profile is not None and profile != stored["name"]:
+            raise UsageError(f"--resume uses the profile stored in {resume}/meta.json "
+                             f"({stored['name']}); drop --profile {profile}")
+        prof = parse(stored["text"], source=f"{resume}/meta.json profile", name=stored["name"])
+        seed = stored["seed"]
+    else:
+        meta = None
+        prof = load("default" if profile is None else profile)
+        seed = prof.seed if prof.seed is not None else random.SystemRandom().randrange(2**31)
+    all_points = plan.points(prof, seed)
+    selected = [p for p in all_points if pattern is None or pattern.search(p.id)]
+    if not selected:
+        raise UsageError(f"--only {only!r} matches none of the {len(all_points)} points; "
+                         f"ids look like {all_points[0].id}")
+    return prof, seed, meta, all_points, selected
 
 
 # -- one point ----------------------------------------------------------------
