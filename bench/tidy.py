@@ -54,7 +54,7 @@ def to_row(point: dict, loadgen: dict | None, server: dict | None,
             throughput_msgs_s=lg.get("throughput_msgs_s"),
             p50_us=lat.get("p50"), p90_us=lat.get("p90"), p99_us=lat.get("p99"),
             p999_us=lat.get("p999"), max_us=lat.get("max"),
-            loadgen_cpu_max=max((w.get("cpu_util", 0) for w in workers), default=None),
+            loadgen_cpu_max=max((w.get("cpu_util") or 0 for w in workers), default=None),
             saturated=bool(lg.get("saturated")),
             errors=sum((lg.get("errors") or {}).values()),
             corrupt=lg.get("corrupt"),
@@ -64,7 +64,7 @@ def to_row(point: dict, loadgen: dict | None, server: dict | None,
             rate_achieved_msgs_s=(lg.get("rate") or {}).get("achieved"),
         )
         if messages and workers:
-            user = sum(w.get("cpu_user_s", 0) for w in workers)
+            user = sum(w.get("cpu_user_s") or 0 for w in workers)
             row["loadgen_cpu_user_us_per_msg"] = _round(user / messages * 1e6)
         drops_measured = point["experiment"] in DROPS_ARE_MEASURED and messages \
             and not lg.get("corrupt")
