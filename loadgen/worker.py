@@ -16,14 +16,15 @@ once; PR_SET_PDEATHSIG covers a parent killed by SIGKILL.
 Framing: every message is S bytes: an 8-byte little-endian header, the
 connection index << 40 | sequence number, then a fixed pattern. Echoes come
 back in order on each connection, so the next expected message is known:
-verification is one bytes comparison against that message, rebuilt by one
-struct.pack call.
+verification is one bytes comparison against that message: with one
+message in flight (K=1) the one last written, else rebuilt by struct.pack.
 
 The hot path (`_loop`, one readable connection) is written for its cost:
 raw os.read/os.write on the descriptor (about 0.12 µs less per message
 than socket.recv/send, measured here), a read no larger than what can be
 in flight (a 64 KiB read allocates 64 KiB), one monotonic clock read, one
-pack-and-compare, one deque pop and push, one array append of the latency
+compare (K=1: against the message last written, saving a struct.pack),
+one deque pop and push, one array append of the latency
 in ns (about 0.04 µs, against 0.06 µs for a dict of µs buckets and 0.8 µs
 for HdrHistogram.record_value) and, in closed loop, one pack and one write.
 Counters live in local variables; partial reads and writes, errors and the
@@ -97,7 +98,7 @@ def connect_error_kind(err: int) -> str:
 
 class Conn:
     __slots__ = ("index", "sock", "fd", "active", "rseq", "wseq", "due", "owed",
-                 "rbuf", "out", "bad", "attempts", "started_ns")
+                 "rbuf", "out", "bad", "last", "attempts", "started_ns")
 
     def __init__(self, index: int, active: bool):
         self.index = index
@@ -110,6 +111,7 @@ class Conn:
         self.rbuf = None                      # partial echo (bytearray) or None
         self.out = None                       # unsent bytes (bytearray) or None
         self.bad = 0                          # corrupt echoes
+        self.last = None                      # the last message written (K=1: the next echo)
         self.attempts = 0
         self.started_ns = 0
 
@@ -355,6 +357,7 @@ class Worker:
         ctrl_fd = self.ctrl.fileno()
         epfd = ep.fileno()
         lose = self._lose
+        single = spec.pipeline == 1           # one in flight: the next echo is c.last
 
         if not closed:
             # one schedule per worker, handed round-robin to its active connections
@@ -491,7 +494,8 @@ class Worker:
                     if data:
                         now = mono()
                         due = c.due
-                        if c.rbuf is None and due and data == pack(c.rseq, pattern):
+                        if c.rbuf is None and due and data == (
+                                c.last if single else pack(c.rseq, pattern)):
                             # fast path: exactly one whole message, verified
                             c.rseq += 1
                             lat_add(now - due.popleft())
@@ -499,7 +503,7 @@ class Worker:
                             if reply:                   # closed loop: its successor, now
                                 seq = c.wseq
                                 c.wseq = seq + 1
-                                msg = pack(seq, pattern)
+                                msg = c.last = pack(seq, pattern)
                                 due.append(now)
                                 if c.out is not None:
                                     c.out += msg    # behind what the kernel has not taken
@@ -582,7 +586,8 @@ class Worker:
         seq, pattern, pack = c.wseq, self.pattern, self.pack
         c.wseq = seq + k
         if k == 1:
-            return pack(seq, pattern)
+            c.last = pack(seq, pattern)
+            return c.last
         return b"".join([pack(seq + i, pattern) for i in range(k)])
 
     def _send_new(self, c: Conn, k: int, now: int) -> None:
