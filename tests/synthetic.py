@@ -48,12 +48,16 @@ META = {  # the shape bench.meta.collect_meta writes
 
 
 class _Writer:
-    def __init__(self, run_dir: Path, reps: int, noise: float, seed: int):
-        self.dir, self.reps, self.noise = run_dir, reps, noise
+    def __init__(self, run_dir: Path, reps: int, noise: float, seed: int, cost_factor: float):
+        self.dir, self.reps, self.noise, self.factor = run_dir, reps, noise, cost_factor
         self.rng = np.random.default_rng(seed)
 
     def jitter(self, value: float) -> float:
         return float(value * self.rng.lognormal(0.0, self.noise)) if self.noise else float(value)
+
+    def cost(self, value: float) -> float:
+        """A cost (time per message or per call): jittered and scaled by cost_factor."""
+        return self.jitter(value) * self.factor
 
     def point(self, **row) -> None:
         append_row(self.dir / "points.csv", row, POINT_COLUMNS)
@@ -62,11 +66,11 @@ class _Writer:
 def _measures(w: _Writer, us_per_msg: float, wait_ns: float, events: float,
               throughput: float | None = None) -> dict:
     """A consistent set of point measures around one server cost per message."""
-    us = w.jitter(us_per_msg)
+    us = w.cost(us_per_msg)
     tput = throughput if throughput is not None else 1e6 / us
     duration = 5.0
     msgs = tput * duration
-    wait = w.jitter(wait_ns)
+    wait = w.cost(wait_ns)
     return {
         "throughput_msgs_s": round(tput, 3), "p50_us": round(10 * us, 3),
         "p90_us": round(14 * us, 3), "p99_us": round(25 * us, 3),
@@ -91,7 +95,7 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
              mechanisms=MECHS, reps: int = 5, noise: float = 0.02, seed: int = 0,
              saturate: tuple = (), noisy_points: tuple = (), probes: dict | None = None,
              memory: dict | None = None, syscalls: dict | None = None,
-             meta: dict | None = None) -> Path:
+             meta: dict | None = None, cost_factor: float = 1.0) -> Path:
     """Write a synthetic run directory and return its path.
 
     micro_slopes/scan_slopes: {mechanism: ns per descriptor}; activity_cpu:
@@ -100,12 +104,13 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
     noisy_points: (experiment, mechanism, connections) whose rep 0 is flagged
     and given 3x costs (a flagged point must never move a result);
     probes: the probes.json document; memory: {mechanism: per-connection
-    kernel bytes}; syscalls: {mechanism: {syscall: calls per message}}.
+    kernel bytes}; syscalls: {mechanism: {syscall: calls per message}};
+    cost_factor: every time cost multiplied (2.0: a machine twice as slow).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=False)   # rows are appended: never reuse a directory
     write_json(run_dir / "meta.json", {**META, **(meta or {})})
-    w = _Writer(run_dir, reps, noise, seed)
+    w = _Writer(run_dir, reps, noise, seed, cost_factor)
     micro_slopes = {**MICRO_SLOPES, **(micro_slopes or {})}
     scan_slopes = {**SCAN_SLOPES, **(scan_slopes or {})}
     activity_cpu = {**ACTIVITY_CPU, **(activity_cpu or {})}
@@ -180,7 +185,7 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
                             append_row(run_dir / "micro.csv", {**row, "note": "refused: FD_SETSIZE"},
                                        MICRO_COLUMNS)
                             continue
-                        ns = w.jitter(MICRO_INTERCEPT_NS + micro_slopes.get(mech, 0.0) * n
+                        ns = w.cost(MICRO_INTERCEPT_NS + micro_slopes.get(mech, 0.0) * n
                                       + PER_READY_NS * ready)
                         append_row(run_dir / "micro.csv",
                                    {**row, "ns_median": round(ns, 2), "ns_p10": round(0.9 * ns, 2),
