@@ -23,6 +23,22 @@ axes, one mechanism and one repetition. An experiment may override the
 run-wide repetitions, warmup_s, window_s and mechanisms. Any mistake is a
 ProfileError naming the file, the field and the allowed values.
 
+Run-wide fields: description, seed (fixes the interleaved order; default:
+drawn and recorded in meta.json), repetitions, warmup_s, window_s,
+mechanisms, procs (load-generator workers; default one per load-generator
+CPU), noise_threshold_pct (a point is noisy when other processes used more
+than this % of one CPU during its window; default 10), ready_timeout_s
+(server READY deadline; default 10), point_timeout_s (allowance beyond
+warmup + window for connecting and teardown; default 60).
+
+Sweep fields: kind, connections, active | active_ratio (default ratio 1.0),
+msg_size (bytes, >= 16; default 64), rate (messages/s over all
+connections: open loop; scan-rate needs it, scan refuses it), arrivals
+(fixed | poisson, with rate), pipeline (messages in flight per connection,
+closed loop), required (true: a point a mechanism cannot serve, e.g.
+select past FD_SETSIZE, is an error instead of a refused row),
+server_max_fds (the server's --max-fds), and the run-wide overrides.
+
 Open to growth: a new sweep kind is a new name in schema.EXPERIMENTS; a
 new task is a name in TASKS, its fields in TASK_FIELDS and a runner in
 bench.run.TASK_RUNNERS; a new mechanism is a new entry in servers.MECHANISMS,
