@@ -55,7 +55,9 @@ def test_report_md_reads_each_figure_in_two_sentences_then_machine_and_flags(tin
     for block in md.split("\n### ")[1:]:
         if "![" not in block:
             continue
-        reading = block.split(")\n\n", 1)[1].split("\n\n")[0].strip()
+        paragraphs = block.split("\n\n")
+        image = next(i for i, par in enumerate(paragraphs) if par.startswith("!["))
+        reading = paragraphs[image + 1].strip()
         assert reading.count(". ") + reading.endswith(".") >= 2, block[:200]
     for flag in ("Saturated points", "Noisy points", "Failed points"):
         assert flag in md
