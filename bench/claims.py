@@ -139,12 +139,19 @@ def slope_text(fit: dict | None, unit: str = "ns/fd") -> str:
     return f"{num(fit['slope'], unit)}{ci}, R² {fit['r2']:.3f}"
 
 
+def change_text(change: float) -> str:
+    """+25% for modest changes, ×45 past +900% (a percentage of a tiny start is unreadable)."""
+    if change is None or math.isnan(change):
+        return "n/a"
+    return f"×{1 + change:,.0f}" if change > 9 else f"{change:+.0%}"
+
+
 def shape_text(fit: dict | None) -> str:
     if not fit:
         return "no data"
     lin, flat = grows_linearly(fit), is_flat(fit["first"], fit["last"])
     words = ["linear" if lin else "not linear" if lin is not None else "no CI",
-             "flat" if flat else f"{fit['change']:+.0%} from N={num(fit['x_min'])} to {num(fit['x_max'])}"]
+             "flat" if flat else f"{change_text(fit['change'])} from N={num(fit['x_min'])} to {num(fit['x_max'])}"]
     return ", ".join(words)
 
 
@@ -172,6 +179,20 @@ class Evidence:
         for col in ("echoing", "rejected_fd_setsize"):
             df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else math.nan
         return df
+
+    def why_absent(self, experiment: str, mechanisms: tuple[str, ...] = ()) -> str:
+        """Why an experiment's points cannot decide: absent, or all set aside."""
+        df = an.experiment(self.points, experiment)
+        if mechanisms:
+            df = df[df["mechanism"].isin(mechanisms)]
+        who = f" for {'/'.join(mechanisms)}" if mechanisms else ""
+        if df.empty:
+            return f"the run has no {experiment} points{who}"
+        flagged = int((df["saturated"] | df["noisy"]).sum())
+        usable = int(df["usable"].sum())
+        head = (f"only {usable} of {len(df)} {experiment} points{who} usable, too few"
+                if usable else f"all {len(df)} {experiment} points{who} were set aside")
+        return f"{head} ({flagged} saturated or noisy, {int(df['failed'].sum())} failed)"
 
     def agg_rows(self, experiment: str) -> pd.DataFrame:
         if self.agg.empty:
@@ -208,7 +229,7 @@ def _c1(ev: Evidence) -> Verdict:
             + RULE_SET_ASIDE)
     sel = ev.fdlimit("select")
     if sel.empty:
-        return _untested("C1", "the run has no fdlimit points for select", "fdlimit", rule)
+        return _untested("C1", ev.why_absent("fdlimit", ("select",)), "fdlimit", rule)
     attempted = float(sel["connections"].max())
     if attempted <= FD_SETSIZE:
         return _untested("C1", f"fdlimit went only to {num(attempted)} connections, not past "
@@ -270,9 +291,11 @@ def _c2(ev: Evidence) -> Verdict:
             "with the slope CIs apart (ours: poll copies ~13× the bytes per fd)")
     # CLAIMS.md: "nothing ready and timeout=0"; 1 ready is the nearest when a run has no 0
     ready, fits = ("0", ev.micro0) if an.fit_row(ev.micro0, "select") else ("1", ev.micro1)
-    sel, pol = an.fit_row(fits, "select"), an.fit_row(fits, "poll")
+    sel = an.fit_row(fits, "select")
     if not sel:
         return _untested("C2", "no micro wait-call data for select", "micro_wait_1_ready", rule)
+    # poll over select's range only: both slopes must describe the same N
+    pol = an.fit_row(an.micro_fits(ev.run.micro, ready, max_registered=sel["x_max"]), "poll")
     lin, flat = grows_linearly(sel), is_flat(sel["first"], sel["last"])
     numbers = f"{ready} ready, timeout 0: select {slope_text(sel)} ({shape_text(sel)})"
     values = {"ready": int(ready), "select_slope_ns": sel["slope"], "select_r2": sel["r2"]}
@@ -280,8 +303,9 @@ def _c2(ev: Evidence) -> Verdict:
     if pol:
         ratio = pol["slope"] / sel["slope"] if sel["slope"] else math.inf
         apart = differs((sel["slope_lo"], sel["slope_hi"]), (pol["slope_lo"], pol["slope_hi"]))
-        copy = bool(ratio >= COPY_STEEPER and apart)
-        numbers += f"; poll {slope_text(pol)}; poll/select slope ratio {ratio:.2f}"
+        copy = None if apart is None else bool(ratio >= COPY_STEEPER and apart)
+        numbers += (f"; poll over the same N {slope_text(pol)}; "
+                    f"poll/select slope ratio {ratio:.2f}")
         values.update(poll_slope_ns=pol["slope"], slope_ratio=ratio)
     if lin is False and flat:
         return Verdict("C2", CLAIMS["C2"], REFUTED, numbers, rule, "micro_wait_1_ready",
@@ -293,7 +317,8 @@ def _c2(ev: Evidence) -> Verdict:
     if not lin:
         why = "select's cost grows, but the linear fit does not explain it"
     elif copy is None:
-        why = "select's cost grows linearly with the set; poll's slope, needed to tell copying from scanning, is not in the run"
+        why = ("select's cost grows linearly with the set; poll's slope over the same N, needed to tell "
+               "copying from scanning, is not in the run or has no CI")
     else:
         why = ("select's cost grows linearly with the set, but poll, which copies ~13× more bytes per "
                "descriptor, is not far steeper: the per-descriptor work (each file's poll callback), "
@@ -317,25 +342,28 @@ def _c3(ev: Evidence) -> Verdict:
     if not parts:
         return _untested("C3", "neither micro nor scan data for select or poll", "scan_wait", rule)
     figure = "micro_wait_1_ready" if any(k.startswith("micro") for k in parts) else "scan_wait"
+    note = "" if any(k.startswith("scan") for k in parts) else f" Scan: {ev.why_absent('scan')}."
     linear = [k for k, v in parts.items() if v]
     if len(linear) == len(parts):
         return Verdict("C3", CLAIMS["C3"], SUPPORTED, "; ".join(texts), rule, figure,
-                       "Every fit grows linearly with registered descriptors while the ready count stays fixed.",
-                       values)
+                       "Every fit grows linearly with registered descriptors while the ready count stays fixed."
+                       + note, values)
     flats = [k for k in parts if values[f"{k.replace(' ', '_')}_flat"]]
     if not linear and flats:
         return Verdict("C3", CLAIMS["C3"], REFUTED, "; ".join(texts), rule, figure,
-                       f"No fit grows linearly; flat: {', '.join(flats)}.", values)
+                       f"No fit grows linearly; flat: {', '.join(flats)}." + note, values)
     others = [k for k in parts if k not in linear]
     return Verdict("C3", CLAIMS["C3"], PARTLY, "; ".join(texts), rule, figure,
-                   f"Linear: {', '.join(linear) or 'none'}; not linear: {', '.join(others)}.", values)
+                   f"Linear: {', '.join(linear) or 'none'}; not linear: {', '.join(others)}." + note, values)
 
 
 def _c4(ev: Evidence) -> Verdict:
     rule = (f"poll must echo every connection past {FD_SETSIZE} (fdlimit), poll with more entries than "
             "RLIMIT_NOFILE must not fail (probe), and its wait cost must grow linearly (micro); "
             f"{RULE_LINEAR}")
-    parts, texts, values = {}, [], {}
+    parts = {f"no limit at {FD_SETSIZE}": None, "no maximum at all": None,
+             "cost grows with the whole array": None}
+    texts, values = [], {}
     pol = ev.fdlimit("poll")
     past = pol[pol["usable"] & (pol["connections"] > FD_SETSIZE)]
     if len(past):
@@ -348,7 +376,7 @@ def _c4(ev: Evidence) -> Verdict:
     if probe:
         over = probe.get("nfds_above_soft_limit") or {}
         high = (probe.get("over_1024") or {}).get("highest_fd_reported")
-        if high is not None and f"no limit at {FD_SETSIZE}" not in parts:
+        if high is not None and parts[f"no limit at {FD_SETSIZE}"] is None:
             parts[f"no limit at {FD_SETSIZE}"] = bool(high)
         parts["no maximum at all"] = over.get("result") != "error"
         texts.append(f"poll with {probe['nfds']} entries > soft RLIMIT_NOFILE {over.get('soft', '?')}: "
@@ -362,18 +390,21 @@ def _c4(ev: Evidence) -> Verdict:
         texts.append(f"micro poll {slope_text(f)}")
         values["poll_slope_ns"] = f["slope"]
         sel = an.fit_row(ev.micro1, "select")
-        if sel and sel["slope"]:
-            texts.append(f"poll/select slope ratio {f['slope'] / sel['slope']:.2f}")
+        same = sel and an.fit_row(an.micro_fits(ev.run.micro, "1", max_registered=sel["x_max"]), "poll")
+        if same and sel["slope"]:
+            texts.append(f"poll/select slope ratio over N ≤ {num(sel['x_max'])}: "
+                         f"{same['slope'] / sel['slope']:.2f}")
     outcome = combine(parts)
     if outcome == NOT_TESTED:
         return _untested("C4", f"no poll points past {FD_SETSIZE}, no C4 probe and no poll micro data",
                          "fdlimit", rule)
     held = [k for k, v in parts.items() if v]
     failed = [k for k, v in parts.items() if v is False]
-    missing = [k for k in ("no limit at 1024", "no maximum at all", "cost grows with the whole array")
-               if k not in parts]
+    missing = [k for k, v in parts.items() if v is None]
     reason = (f"Holds: {', '.join(held) or 'nothing'}. Fails: {', '.join(failed) or 'nothing'}."
               + (f" Not tested: {', '.join(missing)}." if missing else ""))
+    if past.empty:
+        reason += f" Past {FD_SETSIZE} in fdlimit: {ev.why_absent('fdlimit', ('poll',))}."
     if values.get("probe_errno"):
         reason += (" The API is an array (the kernel chains page-sized copies of it); its bound is "
                    "the process's descriptor limit, not FD_SETSIZE.")
@@ -473,7 +504,7 @@ def _c7(ev: Evidence) -> Verdict:
             flat = is_flat(f["first"], f["last"])
             idle.append(flat)
             texts.append(f"{source} epoll: {num(f['first'])} → {num(f['last'])} ns per wait "
-                         f"({f['change']:+.0%}) from N={num(f['x_min'])} to {num(f['x_max'])}")
+                         f"({change_text(f['change'])}) from N={num(f['x_min'])} to {num(f['x_max'])}")
             values[f"{source}_epoll_change"] = f["change"]
     parts["no degradation with idle fds"] = None if not idle or None in idle else all(idle)
     a = ev.agg_rows("activity")
@@ -486,23 +517,29 @@ def _c7(ev: Evidence) -> Verdict:
             base = [m for m in ("select", "poll") if m in at.index]
             if "epoll" in at.index and base:
                 best = min(base, key=lambda m: at.loc[m, col])
-                worse = []
+                worse, compared = [], []
                 for m in ("epoll", "epoll-toggle"):
                     if m in at.index:
                         d = differs((at.loc[m, f"{col}_lo"], at.loc[m, f"{col}_hi"]),
                                     (at.loc[best, f"{col}_lo"], at.loc[best, f"{col}_hi"]))
-                        is_worse = bool(d and at.loc[m, col] > at.loc[best, col])
-                        if is_worse:
+                        compared.append(d)
+                        if d and at.loc[m, col] > at.loc[best, col]:
                             worse.append(m)
                         label = m + (" (reference)" if m == "epoll-toggle" else "")
                         texts.append(f"at {top:.0%} active: {label} {num(at.loc[m, col], 'µs/msg')} "
                                      f"[{num(at.loc[m, f'{col}_lo'])}, {num(at.loc[m, f'{col}_hi'])}] vs "
                                      f"{best} {num(at.loc[best, col], 'µs/msg')} "
                                      f"[{num(at.loc[best, f'{col}_lo'])}, {num(at.loc[best, f'{col}_hi'])}]")
-                busy = bool(worse)
+                # no CI (one repetition) cannot show a difference, nor its absence
+                busy = True if worse else None if all(d is None for d in compared) else False
                 values.update(ratio=float(top), worse=worse,
                               epoll_cpu=float(at.loc["epoll", col]), best_cpu=float(at.loc[best, col]))
     parts["worse when nearly all active"] = busy
+    if busy is None:
+        texts.append(f"activity near 100% active: {ev.why_absent('activity')}" if a.empty else
+                     "activity: no CI at the highest ratio (one repetition)" if "worse" in values else
+                     f"activity: highest active ratio {a['active_ratio'].max():.2f} < {NEARLY_ALL_ACTIVE}, "
+                     "or epoll/select/poll missing there")
     outcome = combine(parts)
     if outcome == NOT_TESTED:
         return _untested("C7", "no epoll micro or scan data and no activity point near 100% active",

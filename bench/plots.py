@@ -49,7 +49,8 @@ def label(mechanism: str) -> str:
     return f"{mechanism} (reference)" if mechanism in REFERENCES else mechanism
 
 
-def _mechs(df: pd.DataFrame) -> list[str]:
+def mechanisms_in(df: pd.DataFrame) -> list[str]:
+    """The mechanisms present in df: the servers, then the references, then any other."""
     present = list(dict.fromkeys(df["mechanism"].astype(str))) if "mechanism" in df else []
     return [m for m in ORDER if m in present] + sorted(m for m in present if m not in ORDER)
 
@@ -109,7 +110,7 @@ def _lines(ax: Axes, rows: pd.DataFrame, x: str, y: str, *, linestyle="-", with_
     """
     agg = an.aggregate(rows, measures=[y], by=["mechanism", x])
     coverage = math.nan
-    for mech in _mechs(rows):
+    for mech in mechanisms_in(rows):
         c = color(mech)
         a = agg[(agg["mechanism"] == mech) & (agg["n"] > 0)].sort_values(x)
         lw = 1.2 if mech in REFERENCES else 1.8
@@ -196,7 +197,7 @@ def _micro_figure(df, ax, ready: str, title: str) -> Axes:
     if rows.empty:
         return _no_data(ax, "micro-benchmark rows")
     fits = an.micro_fits(df, ready)
-    for mech in _mechs(rows):
+    for mech in mechanisms_in(rows):
         g = rows[rows["mechanism"] == mech].groupby("registered").median(numeric_only=True).reset_index()
         c = color(mech)
         f = an.fit_row(fits, mech)
@@ -292,14 +293,14 @@ def plot_fdlimit(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
     if rows.empty:
         return _no_data(ax, "fdlimit points")
     ok = rows[~rows["failed"]]
-    mechs = _mechs(rows)
+    mechs = mechanisms_in(rows)
     coverage = _lines(ax, ok, "connections", "echoing") if len(ok) else math.nan
     for i, line in enumerate(ax.get_lines()):   # concentric markers: overlapping lines stay visible
         line.set(marker="o^sDvP<>"[i % 8], ms=max(9 - 1.8 * i, 3), lw=max(3 - 0.6 * i, 1))
     failed = rows[rows["failed"]]
     extra = []
     if len(failed):
-        for mech in _mechs(failed):
+        for mech in mechanisms_in(failed):
             f = failed[failed["mechanism"] == mech]
             ax.scatter(f["connections"], np.zeros(len(f)), marker="x", color=color(mech), zorder=3)
         extra.append((Line2D([], [], marker="x", ls="", color="grey"), "x: point not run (error)"))
@@ -325,7 +326,7 @@ def plot_syscalls(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
     rows = rows.assign(calls_per_msg=pd.to_numeric(rows["calls_per_msg"], errors="coerce"))
     table = rows.pivot_table(index="syscall", columns="mechanism", values="calls_per_msg", aggfunc="median")
     table = table.loc[table.max(axis=1).sort_values(ascending=False).index[:10]]
-    mechs = _mechs(rows)
+    mechs = mechanisms_in(rows)
     height = 0.8 / max(len(mechs), 1)
     ys = np.arange(len(table))
     for i, mech in enumerate(mechs):
@@ -350,7 +351,7 @@ def plot_memory(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
     rows = rows.copy()
     for c in ("connections", "per_conn_kernel_bytes", "per_conn_rss_bytes"):
         rows[c] = pd.to_numeric(rows[c], errors="coerce")
-    mechs = _mechs(rows)
+    mechs = mechanisms_in(rows)
     for i, mech in enumerate(mechs):
         g = rows[rows["mechanism"] == mech]
         top = g[g["connections"] == g["connections"].max()]

@@ -61,7 +61,7 @@ def _agg(points: pd.DataFrame, experiment: str, x: str, y: str) -> pd.DataFrame:
 def _changes(a: pd.DataFrame, x: str, y: str, xname: str, unit: str, what: str) -> str:
     """'From N=10 to 10,000, <what> went from A to B unit (+x%) for m; ...'."""
     parts = []
-    for mech in plots._mechs(a):
+    for mech in plots.mechanisms_in(a):
         g = a[a["mechanism"] == mech]
         if len(g) < 2:
             continue
@@ -120,13 +120,13 @@ def _fdlimit_reading(points) -> str:
     if rows.empty:
         return ""
     out = []
-    for mech in plots._mechs(rows):
+    for mech in plots.mechanisms_in(rows):
         g = rows[rows["mechanism"] == mech]
         c = pd.to_numeric(g["connections"], errors="coerce")
         e = pd.to_numeric(g["echoing"], errors="coerce")
         top = e[c == c.max()].median()
         out.append(f"{plots.label(mech)} echoed at most {num(e.max())} (at {num(c.max())} attempted: {num(top)})")
-    short = [m for m in plots._mechs(rows) if (pd.to_numeric(rows[rows["mechanism"] == m]["echoing"])
+    short = [m for m in plots.mechanisms_in(rows) if (pd.to_numeric(rows[rows["mechanism"] == m]["echoing"])
                                                < pd.to_numeric(rows[rows["mechanism"] == m]["connections"])).any()]
     second = (f"Mechanisms that fell short of the attempted connections: {', '.join(short)}."
               if short else "Every mechanism echoed every connection it was given.")
@@ -138,7 +138,7 @@ def _syscalls_reading(sc: pd.DataFrame) -> str:
         return ""
     sc = sc.assign(calls_per_msg=pd.to_numeric(sc["calls_per_msg"], errors="coerce"))
     tops = []
-    for mech in plots._mechs(sc):
+    for mech in plots.mechanisms_in(sc):
         g = sc[sc["mechanism"] == mech].sort_values("calls_per_msg", ascending=False)
         if len(g):
             tops.append(f"{plots.label(mech)}: {g.iloc[0]['syscall']} {num(g.iloc[0]['calls_per_msg'])}")
@@ -155,7 +155,7 @@ def _memory_reading(mem: pd.DataFrame) -> str:
     for c in ("connections", "per_conn_kernel_bytes", "per_conn_rss_bytes"):
         mem[c] = pd.to_numeric(mem[c], errors="coerce")
     parts = []
-    for mech in plots._mechs(mem):
+    for mech in plots.mechanisms_in(mem):
         g = mem[mem["mechanism"] == mech]
         top = g[g["connections"] == g["connections"].max()]
         per = (top["per_conn_kernel_bytes"] + top["per_conn_rss_bytes"].fillna(0)).median()

@@ -148,3 +148,9 @@ def test_a_saturated_point_never_decides(tmp_path):
 ])
 def test_c8(tmp_path, kw, outcome):
     assert verdict(tmp_path, "C8", **kw).verdict == outcome
+
+
+def test_one_repetition_cannot_show_a_difference_so_the_busy_part_is_not_tested(tmp_path):
+    v = verdict(tmp_path, "C7", reps=1, activity_cpu=WORSE)
+    assert v.verdict == PARTLY                 # idle part holds; busy part has no CI
+    assert "no CI" in v.numbers and "worse when nearly all active: not tested" in v.reason
