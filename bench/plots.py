@@ -361,6 +361,7 @@ def plot_memory(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
         ax.bar(i, rss, bottom=kernel, color=color(mech), alpha=0.45, hatch="//")
         ax.annotate(f"{kernel + rss:,.0f} B\n@{top['connections'].max():,.0f}", (i, kernel + rss),
                     ha="center", va="bottom", fontsize=7)
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.15)      # room for the labels above the bars
     ax.set_xticks(range(len(mechs)), [label(m) for m in mechs], fontsize=8)
     ax.set_ylabel("memory per connection (bytes)")
     ax.set_title("Memory per connection: kernel (solid) + process RSS (hatched)", fontsize=10)

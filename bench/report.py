@@ -343,7 +343,7 @@ th, td { border: 1px solid #ccc; padding: .3em .5em; vertical-align: top; text-a
 th { background: #f3f3f3; }
 td.v-supported { background: #e3f4e1; } td.v-refuted { background: #f9dfdc; }
 td.v-partly-supported { background: #fdf3d6; } td.v-not-tested { background: #eee; }
-figure { margin: 2em 0; } figure img { max-width: 100%; } figcaption { max-width: 50em; }
+figure { margin: 2em 0; } figure img { width: 100%; max-width: 56em; } figcaption { max-width: 56em; }
 """
 
 
