@@ -1,7 +1,8 @@
 """The tiny run the figure, report and notebook tests read: real when it can be.
 
 `tiny_run` is a directory made once per test session, in this order:
-1. IOMUX_TEST_RUN names an existing run directory: use it as is;
+1. IOMUX_TEST_RUN names an existing run directory: use it as is
+   (IOMUX_TEST_RUN=synthetic forces case 3, for a fast local loop);
 2. the sweep and the load generator are there (bench/run.py, loadgen/__main__.py):
    a real `python -m bench run` of TINY_PROFILE (about 40 s on 2 cores);
 3. otherwise a synthetic run with every table and probe (tests/synthetic.py).
@@ -70,9 +71,9 @@ def tiny_run_dir(tmp_path_factory) -> tuple[Path, str]:
     if "run" in _SESSION:
         return _SESSION["run"]
     given = os.environ.get("IOMUX_TEST_RUN")
-    if given:
+    if given and given != "synthetic":
         _SESSION["run"] = Path(given), "given"
-    elif _can_run_real():
+    elif _can_run_real() and given != "synthetic":
         base = tmp_path_factory.mktemp("tiny-real")
         (base / "tiny.toml").write_text(TINY_PROFILE)
         out = base / "run"
