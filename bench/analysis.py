@@ -307,9 +307,17 @@ def micro_wait(micro: pd.DataFrame, ready: str = "1", timeout_mode: str = "zero"
     return df[keep].sort_values(["mechanism", "registered"])
 
 
-def micro_fits(micro: pd.DataFrame, ready: str = "1", timeout_mode: str = "zero") -> pd.DataFrame:
-    """Per mechanism, a linear fit of wait-call ns_median vs registered descriptors."""
-    return _fits(micro_wait(micro, ready, timeout_mode), "registered", "ns_median")
+def micro_fits(micro: pd.DataFrame, ready: str = "1", timeout_mode: str = "zero",
+               max_registered: float | None = None) -> pd.DataFrame:
+    """Per mechanism, a linear fit of wait-call ns_median vs registered descriptors.
+
+    max_registered limits every fit to the sizes up to it, so mechanisms can be
+    compared over the same range (select stops at FD_SETSIZE).
+    """
+    rows = micro_wait(micro, ready, timeout_mode)
+    if max_registered is not None and not rows.empty:
+        rows = rows[rows["registered"] <= max_registered]
+    return _fits(rows, "registered", "ns_median")
 
 
 def fit_row(fits: pd.DataFrame, mechanism: str) -> dict | None:
