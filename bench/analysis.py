@@ -286,7 +286,7 @@ def _fits(df: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
 def micro_wait(micro: pd.DataFrame, ready: str = "1", timeout_mode: str = "zero") -> pd.DataFrame:
     """The measured wait-call rows for one readiness level.
 
-    ready: "1", "10" or "all" (ready == registered). Rows refused by the
+    ready: "0", "1", "10" or "all" (ready == registered). Rows refused by the
     mechanism (select past FD_SETSIZE: note "refused: ...", empty costs) are dropped.
     """
     if micro is None or micro.empty:
