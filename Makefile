@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+RUN    ?= results/latest
 
 .PHONY: bench quick test report notebook clean
 
@@ -14,16 +15,20 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 bench: $(STAMP)
-	$(PY) -m bench bench --profile default
+	$(PY) -m bench run --profile default
 
 quick: $(STAMP)
-	$(PY) -m bench bench --profile quick
+	$(PY) -m bench run --profile quick
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 report: $(STAMP)
 	$(PY) -m bench report $(RUN)
+
+notebook: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[notebook]'
+	$(PY) -m jupyter lab notebooks/explore.ipynb
 
 clean:
 	rm -rf $(VENV) *.egg-info
