@@ -34,9 +34,10 @@ warmup + window for connecting and teardown; default 60).
 Sweep fields: kind, connections, active | active_ratio (default ratio 1.0),
 msg_size (bytes, >= 16; default 64), rate (messages/s over all
 connections: open loop; scan-rate needs it, scan refuses it), arrivals
-(fixed | poisson, with rate), pipeline (messages in flight per connection,
-closed loop), required (true: a point a mechanism cannot serve, e.g.
-select past FD_SETSIZE, is an error instead of a refused row),
+(fixed | poisson, with rate), pipeline (messages in flight per connection:
+kept in flight in a closed loop, at most in flight with rate), required
+(true: a point a mechanism cannot serve, e.g. select past FD_SETSIZE, is
+an error instead of a refused row),
 server_max_fds (the server's --max-fds), and the run-wide overrides.
 
 Open to growth: a new sweep kind is a new name in schema.EXPERIMENTS; a
@@ -214,9 +215,6 @@ def _experiment(c: "_Checker", t: dict, index: int, runwide: dict) -> Experiment
     arrivals = t.get("arrivals", "fixed")
     if arrivals not in ARRIVALS:
         c.fail(where + "arrivals", arrivals, "one of " + ", ".join(ARRIVALS))
-    if "pipeline" in t and rate != (None,):
-        raise ProfileError(f"{c.source}: {where}pipeline: applies to the closed loop only; "
-                           "drop pipeline or rate")
     required = t.get("required", False)
     if not isinstance(required, bool):
         c.fail(where + "required", required, "true or false")
