@@ -1,7 +1,8 @@
 """python -m servers MECHANISM: run one echo server until SIGTERM/SIGINT.
 
-Prints `READY <host> <port> <pid>` once listening; at shutdown writes the
-statistics JSON to --stats (else stdout) and exits 0.
+MECHANISM is one of the four equivalent servers or a reference
+(servers.REFERENCES). Prints `READY <host> <port> <pid>` once listening; at
+shutdown writes the statistics JSON to --stats (else stdout) and exits 0.
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ import socket
 import sys
 import traceback
 
-from . import MECHANISMS
+from . import MECHANISMS, REFERENCES
 from .cli import OneLineParser, die, port_number, positive_int
 from .core import Server, write_stats
 
 PROG = "python -m servers"
+SERVERS = {**MECHANISMS, **REFERENCES}   # name -> module
 
 
 def build_parser() -> OneLineParser:
     p = OneLineParser(prog=PROG, description="Echo server on one readiness mechanism.")
-    p.add_argument("mechanism", choices=list(MECHANISMS), metavar="MECHANISM",
-                   help="one of: " + ", ".join(MECHANISMS))
+    p.add_argument("mechanism", choices=list(SERVERS), metavar="MECHANISM",
+                   help="one of: " + ", ".join(MECHANISMS)
+                   + "; references: " + ", ".join(REFERENCES))
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=port_number, default=0,
                    help="TCP port (default 0: any free port, printed on the READY line)")
@@ -72,17 +75,26 @@ def resolve(host: str, port: int) -> str:
     return infos[0][4][0]
 
 
+def make_server(name: str, mod, address: str, port: int, snapshots: str | None):
+    """A core Server for a loop module; a module with its own server makes it."""
+    if hasattr(mod, "make_server"):
+        return mod.make_server(name, address, port, snapshots=snapshots)
+    return Server(name, address, port, fd_limit=mod.FD_LIMIT, edge=getattr(mod, "EDGE", False),
+                  defer_writes=getattr(mod, "DEFER_WRITES", False), snapshots=snapshots)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    mod = MECHANISMS[args.mechanism]
+    mod = SERVERS[args.mechanism]
     soft, hard = set_fd_limit(args.max_fds)
     for path in (args.stats, args.snapshots):
         if path:
             check_writable(path)
     address = resolve(args.host, args.port)
     try:
-        server = Server(mod.NAME, address, args.port, fd_limit=mod.FD_LIMIT,
-                        edge=getattr(mod, "EDGE", False), snapshots=args.snapshots)
+        server = make_server(args.mechanism, mod, address, args.port, args.snapshots)
+    except RuntimeError as e:                    # e.g. uvloop not installed
+        die(PROG, str(e))
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             die(PROG, f"port {args.port} on {address} is in use: choose another --port, "
