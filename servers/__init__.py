@@ -2,10 +2,13 @@
 
 MECHANISMS are the four equivalent servers that sweeps and tests compare.
 REFERENCES are what the comparison is read against, labelled as such in every
-table: the seed's per-message epoll_ctl toggle and a thread per connection.
+table: the seed's per-message epoll_ctl toggle, a thread per connection, and
+asyncio on its stock loop and on uvloop (one module serves both names).
 """
 
-from . import epoll_et_loop, epoll_loop, epoll_toggle_loop, poll_loop, select_loop, threads_server
+from . import (asyncio_server, epoll_et_loop, epoll_loop, epoll_toggle_loop, poll_loop,
+               select_loop, threads_server)
 
 MECHANISMS = {m.NAME: m for m in (select_loop, poll_loop, epoll_loop, epoll_et_loop)}
-REFERENCES = {epoll_toggle_loop.NAME: epoll_toggle_loop, threads_server.NAME: threads_server}
+REFERENCES = {epoll_toggle_loop.NAME: epoll_toggle_loop, threads_server.NAME: threads_server,
+              **{name: asyncio_server for name in asyncio_server.NAMES}}
