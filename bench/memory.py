@@ -1,0 +1,442 @@
+"""Memory per idle connection (C8): server RSS and kernel slab growth while it holds N connections.
+
+For each N and mechanism a server starts, the machine is read (slab caches,
+/proc/meminfo, the server's VmRSS and descriptors), a plain client opens N
+connections and holds them idle (`python -m bench.memory hold`: blocking
+sockets, no multiplexer, so it adds no epoll objects of its own), the
+machine is read again once the server holds them all, and the client resets
+every connection (SO_LINGER 0: no TIME_WAIT left for the next measurement).
+
+Both ends of a loopback connection live in the same slab caches, so every
+delta counts two sockets. A control per N, the same client against a bare
+holder that only accepts (`python -m bench.memory bare`: no multiplexer),
+measures the bare pair. A server's share of a cache is its delta minus the
+client's part of the control's delta:
+
+    TCP, sock_inode_cache, Slab:   delta(server) - delta(control) / 2
+    eventpoll_epi, eventpoll_pwq:  delta(server) - delta(control)
+
+that is half the bare pair (its own socket) plus everything its multiplexer
+adds (epoll: an epitem and a wait-queue entry per watch; select and poll keep
+nothing in the kernel between calls). The eventpoll lines need the second
+form because SLUB merges caches of equal size and flags and /proc/slabinfo
+shows a merged group under one name: here eventpoll_epi shares its line with
+tcp_bind_bucket, which grows with the client's ports and not at all with the
+bare holder. memory.json records each cache's line and aliases. Slab (every
+cache) is halved like a socket cache, so the client's bind buckets are split
+evenly there: an upper figure.
+
+memory.csv (schema.MEMORY_COLUMNS): rss_bytes is the server's VmRSS while
+holding; slab_bytes, eventpoll_epi, eventpoll_pwq, TCP, sock_inode_cache are
+the server's share in bytes (the formula above; slab_bytes from the Slab line
+of /proc/meminfo, every cache); per_conn_rss_bytes is the VmRSS growth per
+connection and per_conn_kernel_bytes the four caches' share per connection.
+Without /proc/slabinfo the cache columns are empty and memory.json says why.
+
+    python -m bench.memory RUN_DIR [--connections 1000 5000] [--mechanisms ...]
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from . import procs
+from .meta import now_iso
+from .schema import FORMAT, MEMORY_COLUMNS
+
+CACHES = ("eventpoll_epi", "eventpoll_pwq", "TCP", "sock_inode_cache")
+MEMINFO = ("Slab", "SReclaimable", "SUnreclaim", "KernelStack", "PageTables", "MemAvailable")
+CONTROL = "control"              # the bare holder's label in memory.json
+GIB = 2 ** 30
+FD_SLACK = 16                    # descriptors a server holds besides its connections
+HOLD_TIMEOUT_S = 20.0            # plus 1 s per 1000 connections
+SETTLE_S = 0.2                   # after the last accept: registrations finish
+QUIET_TIMEOUT_S = 3.0            # waiting for freed sockets to leave the slab
+TRIES = 3                        # measurements per (mechanism, N) while the machine moves
+MAX_DRIFT = 0.05                 # ours: the TCP line back within 5% of its growth afterwards
+
+
+# ---------------------------------------------------------------- reading the machine
+
+def read_slabinfo(path: str = "/proc/slabinfo") -> dict[str, dict]:
+    """{line name: {active_objs, num_objs, objsize}}; OSError when unreadable."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            if line.startswith(("slabinfo", "#")):
+                continue
+            w = line.split()
+            out[w[0]] = {"active_objs": int(w[1]), "num_objs": int(w[2]), "objsize": int(w[3])}
+    return out
+
+
+def slab_lines(slab: dict[str, dict], caches=CACHES, sys_slab: Path = Path("/sys/kernel/slab")) -> dict:
+    """cache -> {"line": the slabinfo line that counts it, "aliases": caches merged with it}.
+
+    SLUB lists a merged group once, under the name of its first cache;
+    /sys/kernel/slab/<cache> links every alias to the group (":A-0000064").
+    """
+    groups: dict[str, list[str]] = {}
+    if sys_slab.is_dir():
+        for entry in sys_slab.iterdir():
+            groups.setdefault(os.path.realpath(entry), []).append(entry.name)
+    out = {}
+    for cache in caches:
+        real = os.path.realpath(sys_slab / cache) if (sys_slab / cache).exists() else None
+        aliases = sorted(n for n in groups.get(real, []) if not n.startswith(":")) if real else []
+        line = cache if cache in slab else next((n for n in aliases if n in slab), None)
+        out[cache] = {"line": line, "aliases": aliases,
+                      "objsize": slab[line]["objsize"] if line else None}
+    return out
+
+
+def read_meminfo() -> dict[str, int]:
+    """The MEMINFO fields of /proc/meminfo, in bytes."""
+    out = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in MEMINFO + ("MemTotal",):
+                out[key] = int(rest.split()[0]) * 1024
+    return out
+
+
+def read_rss(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def count_fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return -1
+
+
+def read_state(pid: int, lines: dict | None) -> dict:
+    """One reading: slab lines' bytes (active_objs x objsize), meminfo, the server's RSS and fds."""
+    state = {"t": time.monotonic(), "meminfo": read_meminfo(), "rss_bytes": read_rss(pid),
+             "fds": count_fds(pid), "slab": None}
+    if lines is not None:
+        slab = read_slabinfo()
+        state["slab"] = {c: (slab[l["line"]]["active_objs"] * slab[l["line"]]["objsize"]
+                             if l["line"] in slab else None) for c, l in lines.items()}
+    return state
+
+
+def _wait_quiet(lines: dict | None) -> None:
+    """Let sockets freed by the previous measurement leave the TCP slab (freeing is deferred)."""
+    if lines is None or lines["TCP"]["line"] is None:
+        time.sleep(SETTLE_S)
+        return
+    deadline = time.monotonic() + QUIET_TIMEOUT_S
+    last = None
+    while time.monotonic() < deadline:
+        now = read_slabinfo()[lines["TCP"]["line"]]["active_objs"]
+        if now == last:
+            return
+        last = now
+        time.sleep(0.1)
+
+
+# ---------------------------------------------------------------- children
+
+def hold(host: str, port: int, n: int) -> int:
+    """Client: open n connections (blocking), print READY, hold until SIGTERM, then reset them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    socks, failure = [], None
+    for _ in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(5.0)
+        try:
+            s.connect((host, port))
+        except OSError as e:
+            s.close()
+            failure = errno.errorcode.get(e.errno, str(e)) if e.errno else type(e).__name__
+            break
+        socks.append(s)
+    print(f"READY {len(socks)} {failure or 'ok'} {os.getpid()}", flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    linger = (1).to_bytes(4, "little") + (0).to_bytes(4, "little")
+    for s in socks:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)   # RST: no TIME_WAIT
+        s.close()
+    return 0
+
+
+def bare() -> int:
+    """Control server: accept and keep every connection, no multiplexer; exit on SIGTERM."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
+    host, port = listener.getsockname()
+    print(f"READY {host} {port} {os.getpid()}", flush=True)
+    held = []
+    while True:
+        try:
+            held.append(listener.accept()[0])
+        except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE):
+                time.sleep(0.1)             # full: keep what we hold, the reading shows it
+                continue
+            raise
+
+
+# ---------------------------------------------------------------- one measurement
+
+def measure(mechanism: str, n: int, lines: dict | None, *, env=None, server_cpus=None,
+            ready_timeout_s: float = 10.0) -> dict:
+    """Hold n idle connections on one server; the readings before and while holding."""
+    argv = ([sys.executable, "-m", "bench.memory", "bare"] if mechanism == CONTROL
+            else [sys.executable, "-m", "servers", mechanism, "--port", "0",
+                  "--stats", os.devnull])
+    server = client = None
+    out = {"mechanism": mechanism, "connections": n, "error": None}
+    try:
+        server = procs.Child("server", argv, cpus=server_cpus, env=env)
+        host, port, pid = server.read_ready(ready_timeout_s)
+        pid = int(pid)
+        _wait_quiet(lines)
+        before = read_state(pid, lines)
+        client = procs.Child("client", [sys.executable, "-m", "bench.memory", "hold", host, port,
+                                        str(n)], env=env)
+        held, failure, _ = client.read_ready(HOLD_TIMEOUT_S + n / 1000)
+        if int(held) < n:
+            raise procs.ChildError(f"the client opened {held} of {n} connections ({failure})")
+        deadline = time.monotonic() + HOLD_TIMEOUT_S
+        while count_fds(pid) < before["fds"] + n:
+            if server.exited() is not None:
+                raise procs.ChildError(f"server exited {server.exited()}: {server.stderr_tail()}")
+            if time.monotonic() > deadline:
+                raise procs.ChildError(f"the server held {count_fds(pid) - before['fds']} of {n} "
+                                       f"connections after {HOLD_TIMEOUT_S:g} s")
+            time.sleep(0.02)
+        time.sleep(SETTLE_S)
+        during = read_state(pid, lines)
+        out.update(before=before, during=during)
+    except procs.ChildError as e:
+        out["error"] = str(e)
+    finally:
+        for child in (client, server):
+            if child is not None:
+                child.stop(signal.SIGTERM, 10)
+                child.close()
+    if out["error"] is None:
+        _wait_quiet(lines)
+        out["after"] = read_state(-1, lines)
+        out["drift"] = drift(out)
+    return out
+
+
+def drift(m: dict) -> float:
+    """How far the machine moved on its own: |after - before| over the growth while holding.
+
+    Every reading is machine-wide; another process opening or closing sockets
+    meanwhile shows as a TCP line (or Slab total) that does not return to where
+    it started once our connections are gone.
+    """
+    b, d, a = m["before"], m["during"], m["after"]
+    if b["slab"] and b["slab"].get("TCP") is not None:
+        grew, moved = d["slab"]["TCP"] - b["slab"]["TCP"], a["slab"]["TCP"] - b["slab"]["TCP"]
+    else:
+        grew = d["meminfo"]["Slab"] - b["meminfo"]["Slab"]
+        moved = a["meminfo"]["Slab"] - b["meminfo"]["Slab"]
+    return round(abs(moved) / grew, 4) if grew > 0 else 1.0
+
+
+def measure_steady(mechanism: str, n: int, lines: dict | None, **kw) -> dict:
+    """measure() until the machine stayed still (drift <= MAX_DRIFT), at most TRIES times; the stillest."""
+    tries = []
+    for _ in range(TRIES):
+        m = measure(mechanism, n, lines, **kw)
+        tries.append(m)
+        if m["error"] is None and m["drift"] <= MAX_DRIFT:
+            break
+    ok = [m for m in tries if m["error"] is None]
+    best = min(ok, key=lambda m: m["drift"]) if ok else tries[-1]
+    best["tries"] = len(tries)
+    return best
+
+
+def _delta(m: dict, key: str, cache: str | None = None):
+    b, d = m["before"], m["during"]
+    if cache is None:
+        return d["meminfo"][key] - b["meminfo"][key]
+    if b["slab"] is None or b["slab"].get(cache) is None:
+        return None
+    return d["slab"][cache] - b["slab"][cache]
+
+
+# the bare server's part of the control's growth: one of the pair's two sockets
+# for the socket caches; none of the eventpoll lines, where the control grows
+# only by what is merged with them (the client's bind buckets)
+SERVER_PART_OF_CONTROL = {"TCP": 0.5, "sock_inode_cache": 0.5, "eventpoll_epi": 0.0,
+                          "eventpoll_pwq": 0.0, None: 0.5}
+
+
+def row(m: dict, control: dict | None) -> dict:
+    """One memory.csv row from a measurement and the same N's control.
+
+    A server's share of a cache = its delta minus the client's part of the
+    control's delta: delta(server) - delta(control) x (1 - SERVER_PART_OF_CONTROL).
+    Without a control: half the delta of the socket caches, the whole delta of the others.
+    """
+    n = m["connections"]
+
+    def share(cache=None, key="Slab"):
+        d = _delta(m, key, cache)
+        if d is None:
+            return None
+        part = SERVER_PART_OF_CONTROL[cache]
+        if control is None or control.get("error"):
+            return d * part if part else d
+        c = _delta(control, key, cache)
+        return None if c is None else d - c * (1 - part)
+
+    caches = {c: share(c) for c in CACHES}
+    known = [v for v in caches.values() if v is not None]
+    rss = m["during"]["rss_bytes"]
+    return {
+        "mechanism": m["mechanism"], "connections": n, "rss_bytes": rss,
+        "slab_bytes": round(share()), **{c: None if v is None else round(v) for c, v in caches.items()},
+        "per_conn_rss_bytes": round((rss - m["before"]["rss_bytes"]) / n, 1),
+        "per_conn_kernel_bytes": round(sum(known) / n, 1) if len(known) == len(CACHES) else None,
+    }
+
+
+# ---------------------------------------------------------------- limits
+
+def limits() -> dict:
+    """The limits on how many connections this machine holds, and the connections per GiB each implies."""
+    def sysctl(name):
+        try:
+            return int(Path("/proc/sys", name.replace(".", "/")).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    mem = read_meminfo().get("MemTotal")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    values = {"fs.file-max": sysctl("fs.file-max"), "fs.nr_open": sysctl("fs.nr_open"),
+              "fs.epoll.max_user_watches": sysctl("fs.epoll.max_user_watches"),
+              "RLIMIT_NOFILE": hard if hard != resource.RLIM_INFINITY else None}
+    gib = mem / GIB if mem else None
+    return {
+        "mem_total_bytes": mem, "values": values, "rlimit_nofile": {"soft": soft, "hard": hard},
+        "per_gib": {k: round(v / gib) for k, v in values.items() if v and gib},
+        "meaning": {
+            "fs.file-max": "open files system-wide; each server connection is one (default ~10% of "
+                           "memory at ~1 KiB per file)",
+            "fs.nr_open": "the most descriptors one process may ever open (a fixed count, not "
+                          "scaled by memory)",
+            "fs.epoll.max_user_watches": "epoll watches per user (default 4% of low memory over "
+                                         "the per-watch cost); one per connection",
+            "RLIMIT_NOFILE": "this process's hard descriptor limit: one server process holds "
+                             "at most this many",
+        },
+    }
+
+
+# ---------------------------------------------------------------- the task
+
+def run_memory(run_dir, mechanisms, connections, *, fd_limits=None, env=None, server_cpus=None,
+               log=None) -> dict:
+    """Measure every (N, mechanism) plus the control; append memory.csv, write memory.json."""
+    from .store import append_row, write_json      # pandas: only in the orchestrator
+    log = log or sys.stderr
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    doc = {"format": FORMAT, "started_at": now_iso(), "method": __doc__.split("\n\n", 1)[1],
+           "limits": limits(), "measurements": [], "skipped": [], "reason": None,
+           "capacity_probe": {"run": False, "note": "not run: the first limit to stop a server "
+                                                    "here is predicted from the limits above"}}
+    try:
+        lines = slab_lines(read_slabinfo())
+        doc["caches"] = lines
+        missing = [c for c, l in lines.items() if l["line"] is None]
+        if missing:
+            doc["reason"] = f"/proc/slabinfo has no line for {', '.join(missing)}"
+    except OSError as e:
+        lines = None
+        doc["reason"] = (f"/proc/slabinfo is not readable ({e.strerror}): kernel memory per "
+                         "connection not measured; run as root or make slabinfo readable")
+        print(f"memory: {doc['reason']}", file=log, flush=True)
+    hard = doc["limits"]["rlimit_nofile"]["hard"]
+    for n in sorted(connections):
+        if hard != resource.RLIM_INFINITY and n + FD_SLACK > hard:
+            doc["skipped"].append({"connections": n, "reason": f"RLIMIT_NOFILE hard limit {hard} "
+                                                              f"< {n} connections + {FD_SLACK}"})
+            continue
+        control = measure_steady(CONTROL, n, lines, env=env, server_cpus=server_cpus)
+        doc["measurements"].append(control)
+        if control["error"]:
+            print(f"memory control c={n}: FAILED: {control['error']}", file=log, flush=True)
+        else:
+            doc.setdefault("control", []).append(row(control, None))
+        for mech in mechanisms:
+            limit = (fd_limits or {}).get(mech)
+            if limit is not None and n + FD_SLACK > limit:
+                doc["skipped"].append({"mechanism": mech, "connections": n,
+                                       "reason": f"{mech} serves at most {limit} descriptors"})
+                continue
+            m = measure_steady(mech, n, lines, env=env, server_cpus=server_cpus)
+            doc["measurements"].append(m)
+            if m["error"]:
+                print(f"memory {mech} c={n}: FAILED: {m['error']}", file=log, flush=True)
+                continue
+            r = row(m, None if control["error"] else control)
+            append_row(run_dir / "memory.csv", r, MEMORY_COLUMNS)
+            kernel = r["per_conn_kernel_bytes"]
+            print(f"memory {mech:<8} c={n:<6} drift {m['drift']:.0%} RSS {r['per_conn_rss_bytes']:>8,.0f} B/conn  kernel "
+                  f"{'-' if kernel is None else format(kernel, ',.0f'):>6} B/conn  all slab "
+                  f"{r['slab_bytes'] / n:>6,.0f} B/conn", file=log, flush=True)
+    doc["ended_at"] = now_iso()
+    write_json(run_dir / "memory.json", doc)
+    return doc
+
+
+def read_memory_json(run_dir) -> dict:
+    """memory.json as written by run_memory; {} when absent or unreadable."""
+    try:
+        return json.loads((Path(run_dir) / "memory.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["hold"]:
+        return hold(argv[1], int(argv[2]), int(argv[3]))
+    if argv[:1] == ["bare"]:
+        return bare()
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m bench.memory",
+                                description="Memory per idle connection; appends RUN_DIR/memory.csv.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--connections", nargs="+", type=int, default=[1000])
+    p.add_argument("--mechanisms", nargs="+", default=["select", "poll", "epoll", "epoll-et"])
+    args = p.parse_args(argv)
+    from .meta import raise_fd_limit
+    raise_fd_limit()
+    run_memory(args.run_dir, args.mechanisms, args.connections, fd_limits={"select": 1024})
+    print(Path(args.run_dir) / "memory.csv")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
