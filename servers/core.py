@@ -109,14 +109,19 @@ class Stats:
         }
 
 
+try:   # kept open: read even while the process is out of descriptors (EMFILE)
+    _STATUS_FD = os.open("/proc/self/status", os.O_RDONLY)
+except OSError:
+    _STATUS_FD = -1
+
+
 def _peak_rss_bytes(ru) -> int:
     """VmHWM of this process image. Not ru_maxrss: after exec it still carries
     the high-water mark of the parent that forked us (Linux exec_mmap)."""
     try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
+        for line in os.pread(_STATUS_FD, 1 << 16, 0).decode().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     except OSError:
         pass
     return ru.ru_maxrss * 1024
@@ -143,7 +148,6 @@ class Server:
                  fd_limit: int | None = None, edge: bool = False,
                  defer_writes: bool = False, snapshots: str | None = None):
         self.stats = Stats(mechanism)
-        self.snapshots = snapshots
         self.fd_limit = fd_limit
         self.edge = edge
         if defer_writes:
@@ -174,8 +178,11 @@ class Server:
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
-        if snapshots:
-            signal.signal(signal.SIGUSR1, self._on_snapshot)
+        # Opened now, not per signal: a server out of descriptors (EMFILE) must
+        # still answer the load generator's SIGUSR1, which it always handles
+        # (without --snapshots it ignores it instead of dying of the default action).
+        self._snap_file = open(snapshots, "a", buffering=1) if snapshots else None
+        signal.signal(signal.SIGUSR1, self._on_snapshot)
 
     def _on_signal(self, signum, frame) -> None:
         self.running = False
@@ -186,10 +193,11 @@ class Server:
         The load generator signals at the start and end of its measured
         window, so a window's wait calls and CPU are the difference of two lines.
         """
+        if self._snap_file is None:
+            return
         snap = self.stats.to_dict()
         snap["monotonic_s"] = time.monotonic()
-        with open(self.snapshots, "a") as f:
-            f.write(json.dumps(snap, sort_keys=True) + "\n")
+        self._snap_file.write(json.dumps(snap, sort_keys=True) + "\n")
 
     # -- the contract every loop calls -------------------------------------
 
@@ -266,7 +274,10 @@ class Server:
         self.listener.close()
         self._wake_r.close()
         self._wake_w.close()
-        return self.stats.to_dict()
+        stats = self.stats.to_dict()
+        if self._snap_file is not None:
+            self._snap_file.close()
+        return stats
 
     # -- the I/O itself ------------------------------------------------------
 
@@ -336,9 +347,9 @@ class Server:
             if conn.out and len(conn.out) > HIGH_WATER:
                 conn.reading = False                # back-pressure: stop reading until drained
                 return True
-            # Level-triggered: one recv per readiness. Edge-triggered: a short read
-            # means the receive queue is empty (epoll(7)); a full one may not.
-            if not self.edge or len(data) < BUFSIZE:
+            # Level-triggered: one recv per readiness. Edge-triggered: until EAGAIN;
+            # a short read is not enough, a FIN queued behind it raises no new edge.
+            if not self.edge:
                 return True
 
     def _read_deferred(self, conn: Conn) -> bool:

@@ -13,10 +13,11 @@ Facts about edge-triggered epoll that shape this loop:
   EPOLLOUT edge lets the connection drain, and every reported event carries
   the file's full current mask (ep_send_events polls each ready item), so
   EPOLLIN comes with it if data is queued.
-- A short read means the queue is empty (epoll(7): "if you call read(2) by
-  asking to read a certain amount of data and read(2) returns a lower number
-  of bytes, you can be sure of having exhausted the read I/O space"), which
-  saves the extra recv that would only return EAGAIN.
+- Reading stops at EAGAIN, not at a short read. epoll(7) says a short read
+  means the queue is exhausted, and for data it is; but a FIN that arrived
+  with the last data raised its edge before we read, so stopping early
+  leaves the connection in CLOSE-WAIT forever (the half-close test caught
+  it). The price is one recv per wake-up that returns EAGAIN.
 - Because only changes raise events, a descriptor can be registered once
   for both directions and never modified: EPOLLOUT does not fire while the
   socket stays writable, only when send-buffer space comes back after a

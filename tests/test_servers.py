@@ -144,6 +144,30 @@ def test_half_close_flushes_then_eof(start_server, mechanism):
 
 
 @pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_fin_queued_behind_data_is_still_seen(start_server, mechanism):
+    """Data and FIN both queued before the server wakes: one wake-up for both.
+
+    An edge-triggered loop that stops reading at a short read never sees the
+    FIN (no new edge comes) and leaves the connection open in CLOSE-WAIT.
+    """
+    server = start_server(mechanism)
+    clients = [server.connect() for _ in range(20)]
+    os.kill(server.pid, signal.SIGSTOP)             # hold the server while both arrive
+    try:
+        for i, c in enumerate(clients):
+            c.sendall(b"last words %02d" % i)
+            c.shutdown(socket.SHUT_WR)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    for i, c in enumerate(clients):
+        assert recv_exactly(c, 13) == b"last words %02d" % i
+        assert c.recv(1) == b""                     # the server closed after the echo
+        c.close()
+    stats = server.stop()
+    assert stats["closed"]["peer"] == 20
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
 def test_resets_do_not_disturb_a_healthy_client(start_server, mechanism):
     server = start_server(mechanism)
     healthy = server.connect(timeout=DEADLINE_S)
@@ -222,8 +246,9 @@ def test_no_fd_setsize_limit_beyond_select(start_server, mechanism):
 
 
 @pytest.mark.parametrize("mechanism", MECHANISMS)
-def test_emfile_pauses_accept_without_spinning(start_server, mechanism):
-    server = start_server(mechanism, "--max-fds", "64")
+def test_emfile_pauses_accept_without_spinning(start_server, tmp_path, mechanism):
+    snaps = tmp_path / "snaps.jsonl"
+    server = start_server(mechanism, "--max-fds", "64", "--snapshots", str(snaps))
     clients = [server.connect(timeout=DEADLINE_S) for _ in range(100)]
     for i, c in enumerate(clients):
         c.sendall(b"hello %03d" % i)
@@ -231,6 +256,7 @@ def test_emfile_pauses_accept_without_spinning(start_server, mechanism):
     time.sleep(2)
     cpu_spent = server.cpu_s() - cpu_before
     assert cpu_spent < 1.0, f"server burned {cpu_spent:.2f} s CPU in 2 s while out of fds"
+    os.kill(server.pid, signal.SIGUSR1)             # a snapshot needs no new descriptor
 
     # Close each client once it is echoed: every close frees a server descriptor,
     # so the clients waiting in the backlog get accepted and echoed in turn.
@@ -249,9 +275,20 @@ def test_emfile_pauses_accept_without_spinning(start_server, mechanism):
     sel.close()
     stats = server.stop()
     assert echoed == 100
+    assert json.loads(snaps.read_text().splitlines()[0])["accept_paused"] >= 1
     assert stats["accept_paused"] >= 1
     assert stats["accepted"] == 100
     assert stats["peak_registered"] < 64
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_sigusr1_without_snapshots_is_ignored(start_server, mechanism):
+    server = start_server(mechanism)
+    os.kill(server.pid, signal.SIGUSR1)             # the load generator's window marks
+    c = server.connect()
+    assert _echoes(c, b"still here")
+    c.close()
+    assert server.stop()["accepted"] == 1
 
 
 STATS_FIELDS = {
