@@ -193,10 +193,10 @@ class AsyncioServer:
         self.stopped = self.loop.create_future()    # SIGTERM/SIGINT resolve it
         for sig in _STOP:
             self.loop.add_signal_handler(sig, self._stop)
-        if snapshots:
-            self.loop.add_signal_handler(signal.SIGUSR1, self.write_snapshot)
+        # SIGUSR1 always handled: without --snapshots it is ignored, never fatal
+        self.loop.add_signal_handler(signal.SIGUSR1, self.write_snapshot)
         # Held from before READY until serve() runs, when the loop listens for them.
-        self.signals = set(_STOP) | ({signal.SIGUSR1} if snapshots else set())
+        self.signals = set(_STOP) | {signal.SIGUSR1}
         signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)
 
     def _stop(self) -> None:
@@ -231,6 +231,8 @@ class AsyncioServer:
         return snap
 
     def write_snapshot(self) -> None:
+        if self.snapshot_file is None:
+            return
         snap = self.stats_dict()
         snap["monotonic_s"] = time.monotonic()
         self.snapshot_file.write(json.dumps(snap, sort_keys=True) + "\n")

@@ -107,7 +107,7 @@ class ThreadServer:
         # Before any thread exists, so every thread inherits the mask.
         # Opened once: at EMFILE there would be no descriptor left to open it.
         self.snapshot_file = open(snapshots, "a", buffering=1) if snapshots else None
-        self.signals = set(_STOP) | ({signal.SIGUSR1} if snapshots else set())
+        self.signals = set(_STOP) | {signal.SIGUSR1}   # ignored without --snapshots
         signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)
         # Never read it back with stack_size(): called without an argument it
         # sets the size to 0, the default (Modules/_threadmodule.c).
@@ -218,6 +218,8 @@ class ThreadServer:
         return snap
 
     def write_snapshot(self) -> None:
+        if self.snapshot_file is None:
+            return
         snap = self.stats_dict()
         snap["monotonic_s"] = time.monotonic()
         self.snapshot_file.write(json.dumps(snap, sort_keys=True) + "\n")

@@ -24,7 +24,7 @@ import time
 import pytest
 
 from helpers import raise_fd_limit, recv_exactly
-from servers import MECHANISMS
+from servers import MECHANISMS, REFERENCES
 from servers.core import HIGH_WATER
 
 DEADLINE_S = 60          # a hang guard, never an assertion on speed
@@ -281,7 +281,7 @@ def test_emfile_pauses_accept_without_spinning(start_server, tmp_path, mechanism
     assert stats["peak_registered"] < 64
 
 
-@pytest.mark.parametrize("mechanism", MECHANISMS)
+@pytest.mark.parametrize("mechanism", [*MECHANISMS, *REFERENCES])
 def test_sigusr1_without_snapshots_is_ignored(start_server, mechanism):
     server = start_server(mechanism)
     os.kill(server.pid, signal.SIGUSR1)             # the load generator's window marks
