@@ -40,9 +40,18 @@ kept in flight in a closed loop, at most in flight with rate), required
 an error instead of a refused row),
 server_max_fds (the server's --max-fds), and the run-wide overrides.
 
+Task fields (a task runs once per run directory, after the sweep):
+micro: quick (the small sizes). probes: none (bench.probes -> probes.json).
+syscalls (bench.syscalls -> syscalls.csv, syscalls.json): points (a list of
+{connections, active | active_ratio, msg_size}), mechanisms, warmup_s,
+window_s (each of the untraced and the traced interval), tracer (auto |
+perf | strace). memory (bench.memory -> memory.csv, memory.json):
+connections (idle connections held), mechanisms.
+
 Open to growth: a new sweep kind is a new name in schema.EXPERIMENTS; a
 new task is a name in TASKS, its fields in TASK_FIELDS and a runner in
-bench.run.TASK_RUNNERS; a new mechanism is a new entry in servers.MECHANISMS,
+bench.run.TASK_RUNNERS; a new mechanism is a new entry in servers.MECHANISMS
+(or servers.REFERENCES, labelled as a reference in every row),
 which this module reads.
 """
 
@@ -55,11 +64,11 @@ from pathlib import Path
 
 import servers
 
-from .schema import EXPERIMENTS, REFERENCES
+from .schema import EXPERIMENTS
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
-TASKS = ("micro",)           # run once per run directory, not per mechanism
+TASKS = ("micro", "probes", "syscalls", "memory")   # run once per run directory
 KINDS = EXPERIMENTS + TASKS
 
 # kinds that run select past FD_SETSIZE (that is what they measure); every
@@ -72,7 +81,11 @@ RUN_FIELDS = ("description", "seed", "repetitions", "warmup_s", "window_s", "mec
 SWEEP_FIELDS = ("kind", "mechanisms", "repetitions", "warmup_s", "window_s", "connections",
                 "active", "active_ratio", "msg_size", "rate", "arrivals", "pipeline",
                 "required", "server_max_fds")
-TASK_FIELDS = {"micro": ("kind", "quick")}
+TASK_FIELDS = {"micro": ("kind", "quick"), "probes": ("kind",),
+               "syscalls": ("kind", "points", "mechanisms", "warmup_s", "window_s", "tracer"),
+               "memory": ("kind", "connections", "mechanisms")}
+POINT_FIELDS = ("connections", "active", "active_ratio", "msg_size")   # a syscalls point
+TRACERS = ("auto", "perf", "strace")
 ARRIVALS = ("fixed", "poisson")
 MIN_MSG_SIZE = 16          # the load generator's header + pattern (loadgen/spec.py)
 
@@ -99,6 +112,8 @@ class Experiment:
     required: bool = False
     server_max_fds: int | None = None
     quick: bool = False                  # tasks only
+    points: tuple[tuple[int, int, int], ...] = ()   # syscalls: (connections, active, msg_size)
+    tracer: str = "auto"                 # syscalls
 
     @property
     def is_task(self) -> bool:
@@ -180,11 +195,7 @@ def _experiment(c: "_Checker", t: dict, index: int, runwide: dict) -> Experiment
     if kind not in KINDS:
         c.fail(where + "kind", kind, "one of " + ", ".join(KINDS))
     if kind in TASKS:
-        c.known(t, TASK_FIELDS[kind], where)
-        quick = t.get("quick", False)
-        if not isinstance(quick, bool):
-            c.fail(where + "quick", quick, "true or false")
-        return Experiment(index=index, kind=kind, quick=quick)
+        return _task(c, t, index, runwide)
 
     c.known(t, SWEEP_FIELDS, where)
     mechanisms = c.mechanisms(t, "mechanisms", runwide["mechanisms"], where)
@@ -240,6 +251,55 @@ def _experiment(c: "_Checker", t: dict, index: int, runwide: dict) -> Experiment
                     f"(descriptor limit {limit}); allowed: connections up to {limit} for {m}, "
                     "or required = false to record those points as refused")
     return exp
+
+
+def _task(c: "_Checker", t: dict, index: int, runwide: dict) -> Experiment:
+    where = f"experiment[{index}]."
+    kind = t["kind"]
+    c.known(t, TASK_FIELDS[kind], where)
+    quick = t.get("quick", False)
+    if not isinstance(quick, bool):
+        c.fail(where + "quick", quick, "true or false")
+    fields = {}
+    if kind in ("syscalls", "memory"):
+        fields["mechanisms"] = c.mechanisms(t, "mechanisms", runwide["mechanisms"], where)
+    if kind == "memory":
+        fields["connections"] = c.connections(t, where)
+    if kind == "syscalls":
+        tracer = t.get("tracer", "auto")
+        if tracer not in TRACERS:
+            c.fail(where + "tracer", tracer, "one of " + ", ".join(TRACERS))
+        fields.update(
+            points=_points(c, t, where), tracer=tracer,
+            warmup_s=c.number(t, "warmup_s", 0, where, default=runwide["warmup_s"]),
+            window_s=c.number(t, "window_s", 0, where, default=runwide["window_s"], open_low=True))
+    return Experiment(index=index, kind=kind, quick=quick, **fields)
+
+
+def _points(c: "_Checker", t: dict, where: str) -> tuple[tuple[int, int, int], ...]:
+    """syscalls points: [{connections = 100, active = 10}, ...] -> ((100, 10, 64), ...)."""
+    tables = t.get("points")
+    if not isinstance(tables, list) or not tables or not all(isinstance(p, dict) for p in tables):
+        raise ProfileError(f"{c.source}: {where}points: missing; give a list of tables such as "
+                           "[{connections = 100, active = 10}, {connections = 1000, active_ratio = 1.0}]")
+    out = []
+    for i, p in enumerate(tables, 1):
+        at = f"{where}points[{i}]."
+        c.known(p, POINT_FIELDS, at)
+        if "connections" not in p:
+            raise ProfileError(f"{c.source}: {at}connections: missing; give a whole number >= 1")
+        n = c.integer(p, "connections", 1, at)
+        if ("active" in p) == ("active_ratio" in p):
+            raise ProfileError(f"{c.source}: {at}active: give exactly one of active or active_ratio")
+        active = (c.integer(p, "active", 1, at) if "active" in p
+                  else round(n * c.number(p, "active_ratio", 0, at, open_low=True, high=1.0)))
+        if not 1 <= active <= n:
+            raise ProfileError(f"{c.source}: {at}active: {active} active connections of {n}; "
+                               f"allowed: 1 to {n}")
+        out.append((n, active, c.integer(p, "msg_size", MIN_MSG_SIZE, at, default=64)))
+    if len(set(out)) != len(out):
+        raise ProfileError(f"{c.source}: {where}points: a point is listed twice; give each once")
+    return tuple(out)
 
 
 def fd_limit(mechanism: str) -> int | None:
@@ -318,14 +378,12 @@ class _Checker:
         if key not in t:
             return default
         v = t[key]
-        allowed = ", ".join(servers.MECHANISMS)
+        known = {**servers.MECHANISMS, **servers.REFERENCES}
+        allowed = ", ".join(known)
         if not isinstance(v, list) or not v:
             self.fail(where + key, v, f"a list of one or more of {allowed}")
         for m in v:
-            if m in REFERENCES and m not in servers.MECHANISMS:
-                raise ProfileError(f"{self.source}: {where}{key}: {m!r} is a reference server "
-                                   f"that `python -m servers` does not provide yet; allowed: {allowed}")
-            if m not in servers.MECHANISMS:
+            if m not in known:
                 self.fail(where + key, m, allowed)
         if len(set(v)) != len(v):
             raise ProfileError(f"{self.source}: {where}{key}: {v!r} names a mechanism twice; "

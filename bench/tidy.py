@@ -5,7 +5,10 @@ from __future__ import annotations
 from .schema import POINT_COLUMNS, REFERENCES
 
 # Per-window counters the server snapshots on SIGUSR1 (start and end of the window).
-WINDOW_COUNTERS = ("cpu_user_s", "cpu_sys_s", "wait_calls", "wait_ns_total", "events_total")
+# A reference server without a wait call of ours (threads, asyncio, uvloop)
+# reports the wait counters as null; ctl_calls is epoll-toggle's own counter.
+WINDOW_COUNTERS = ("cpu_user_s", "cpu_sys_s", "wait_calls", "wait_ns_total", "events_total",
+                   "ctl_calls")
 # Experiments whose point is to find where connections stop being served:
 # the load generator's "connections lost" is their measure, not a failure.
 DROPS_ARE_MEASURED = ("fdlimit",)
@@ -88,6 +91,8 @@ def to_row(point: dict, loadgen: dict | None, server: dict | None,
                 (delta["cpu_user_s"] + delta["cpu_sys_s"]) / messages * 1e6)
             row["server_cpu_user_us_per_msg"] = _round(delta["cpu_user_s"] / messages * 1e6)
             row["server_cpu_sys_us_per_msg"] = _round(delta["cpu_sys_s"] / messages * 1e6)
+            if delta["ctl_calls"] is not None:
+                row["ctl_calls_per_msg"] = _round(delta["ctl_calls"] / messages)
     elif lg and not problems:
         problems.append("no window snapshots from the server: server measures missing")
 
@@ -107,11 +112,13 @@ def window_delta(snapshots: list[dict] | None) -> dict | None:
     if not snapshots or len(snapshots) < 2:
         return None
     first, last = snapshots[0], snapshots[-1]
-    try:
-        return {k: last[k] - first[k] for k in WINDOW_COUNTERS} | {
-            "window_s": last.get("monotonic_s", 0) - first.get("monotonic_s", 0)}
-    except (KeyError, TypeError):
-        return None
+    number = (int, float)
+    delta = {k: last[k] - first[k] if isinstance(first.get(k), number)
+             and isinstance(last.get(k), number) else None for k in WINDOW_COUNTERS}
+    if delta["cpu_user_s"] is None or delta["cpu_sys_s"] is None:
+        return None                                   # CPU is the one counter every server has
+    delta["window_s"] = last.get("monotonic_s", 0) - first.get("monotonic_s", 0)
+    return delta
 
 
 def noise_cpu_pct(samples: list[dict], start: float | None, end: float | None) -> float | None:

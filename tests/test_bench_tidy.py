@@ -103,3 +103,16 @@ def test_fdlimit_drops_are_the_measure_not_a_failure():
     assert row["errors"] == 82
     row = to_row(point, dict(lg, corrupt=1), SERVER, SNAPSHOTS, CPU)
     assert "loadgen failed" in row["error"]
+
+
+def test_reference_without_wait_counters_keeps_its_cpu_and_counts_epoll_ctl():
+    null_wait = [dict(s, wait_calls=None, wait_ns_total=None, events_total=None)
+                 for s in SNAPSHOTS]
+    row = to_row(dict(POINT, mechanism="uvloop"), LOADGEN, SERVER, null_wait, CPU)
+    assert row["server_cpu_us_per_msg"] == pytest.approx(0.8 * 1e6 / 40000)
+    assert row["wait_calls"] is None and row["wait_ns_per_call"] is None
+    assert row["reference"] is True and not row["error"]
+
+    toggles = [dict(SNAPSHOTS[0], ctl_calls=100), dict(SNAPSHOTS[1], ctl_calls=80100)]
+    row = to_row(dict(POINT, mechanism="epoll-toggle"), LOADGEN, SERVER, toggles, CPU)
+    assert row["ctl_calls_per_msg"] == pytest.approx(2.0)

@@ -34,7 +34,7 @@ BAD = [
      "experiment[1].active"),
     ("select required past FD_SETSIZE", GOOD + "required = true\n", "experiment[1].required"),
     ("open loop without a rate", GOOD.replace('"scan"', '"scan-rate"'), "experiment[1].rate"),
-    ("a reference server not provided", GOOD.replace('"epoll"]', '"uvloop"]'), "mechanisms"),
+    ("a server that does not exist", GOOD.replace('"epoll"]', '"kqueue"]'), "mechanisms"),
     ("no experiment", GOOD.split("[[experiment]]")[0], "experiment"),
     ("not TOML", GOOD + "\nkind = = 3\n", "not valid TOML"),
     ("a point listed twice", GOOD + GOOD.split("mechanisms")[1].split("\n", 1)[1],
@@ -147,3 +147,11 @@ def test_resume_of_a_directory_that_is_not_a_run(tmp_path, capsys):
         main(["run", "--resume", str(tmp_path)])
     assert exc.value.code == 1
     assert "no meta.json" in capsys.readouterr().err
+
+
+def test_reference_servers_are_accepted_and_labelled():
+    from bench.plan import points
+    from bench.profile import parse
+    p = parse(GOOD.replace('"epoll"]', '"epoll", "uvloop", "threads"]'))
+    mechs = {pt.mechanism for pt in points(p, seed=1) if hasattr(pt, "mechanism")}
+    assert {"uvloop", "threads"} <= mechs
