@@ -18,6 +18,7 @@ POINT_COLUMNS = [
     "established", "echoing", "idle_open_at_end", "rate_achieved_msgs_s",
     "server_cpu_user_us_per_msg", "server_cpu_sys_us_per_msg",
     "loadgen_cpu_user_us_per_msg", "noise_cpu_pct", "reference", "ctl_calls_per_msg",
+    "connect_s",
 ]
 
 EXPERIMENTS = ("scan", "scan-rate", "activity", "msgsize", "fdlimit")

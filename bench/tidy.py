@@ -65,6 +65,7 @@ def to_row(point: dict, loadgen: dict | None, server: dict | None,
             established=conns.get("established"), echoing=conns.get("echoing"),
             idle_open_at_end=conns.get("idle_open_at_end"),
             rate_achieved_msgs_s=(lg.get("rate") or {}).get("achieved"),
+            connect_s=lg.get("connect_s"),
         )
         if messages and workers:
             user = sum(w.get("cpu_user_s") or 0 for w in workers)

@@ -20,7 +20,7 @@ LOADGEN = {
     "workers": [{"pid": 1, "messages": 40000, "cpu_user_s": 0.8, "cpu_sys_s": 0.4,
                  "cpu_util": 0.6}],
     "saturated": False, "failed": False, "failure": None,
-    "window_start_monotonic_s": 100.0, "window_end_monotonic_s": 102.0,
+    "window_start_monotonic_s": 100.0, "window_end_monotonic_s": 102.0, "connect_s": 0.25,
 }
 SNAPSHOTS = [
     {"cpu_user_s": 1.0, "cpu_sys_s": 0.5, "wait_calls": 1000, "wait_ns_total": 5_000_000,
@@ -38,6 +38,7 @@ CPU = {"samples": [
 
 def test_row_has_every_column_and_window_measures():
     row = to_row(POINT, LOADGEN, SERVER, SNAPSHOTS, CPU)
+    assert row["connect_s"] == 0.25
     assert list(row) == POINT_COLUMNS
     assert row["point_id"] == POINT["id"] and row["rep"] == 2 and row["reference"] is False
     assert row["throughput_msgs_s"] == 20000.0 and row["p99_us"] == 900 and row["p999_us"] == 1500
