@@ -6,16 +6,26 @@ import itertools
 import random
 from dataclasses import asdict, dataclass
 
-from .profile import RUNS_PAST_FD_LIMIT, Profile, ProfileError, fd_limit
+from .profile import RUNS_PAST_FD_LIMIT, Experiment, Profile, ProfileError, fd_limit
 
 REFUSED_FD_SETSIZE = "refused: FD_SETSIZE"
+TASK_FD_SLACK = 16       # descriptors a server holds besides its connections (tasks skip past it)
 
 # Duration model, measured on the 2-core development machine (see
 # estimate_s): starting the server and the load generator, handshakes and
 # teardown cost a fixed part plus a part per connection.
 OVERHEAD_S = 0.4
 OVERHEAD_S_PER_CONN = 0.00005
-TASK_ESTIMATE_S = {("micro", True): 20.0, ("micro", False): 100.0}   # (kind, quick) -> s
+TASK_ESTIMATE_S = {("micro", True): 20.0, ("micro", False): 100.0,   # (kind, quick) -> s
+                   ("probes", False): 3.0}
+# syscalls: tracer self-test, then per profiled point start-up, attach and
+# detach on top of warmup + 2 windows; memory: per held N (each mechanism and
+# the control) start-up, settling and reading, plus connecting and resetting
+SYSCALLS_S = 2.0
+SYSCALLS_S_PER_POINT = 1.5
+MEMORY_S = 0.5
+MEMORY_S_PER_HOLD = 0.6
+MEMORY_S_PER_CONN = 0.0001
 
 
 @dataclass(frozen=True)
@@ -44,11 +54,12 @@ class Point:
 
 @dataclass(frozen=True)
 class Task:
-    """A run-once job that writes its own table (the micro-benchmark)."""
+    """A run-once job that writes its own table (micro, probes, syscalls, memory)."""
 
     id: str
     experiment: str
     quick: bool = False
+    spec: Experiment | None = None     # the profile's settings for the task
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,7 +120,7 @@ def points(profile: Profile, seed: int) -> list[Point | Task]:
                     window_s=e.window_s, pipeline=e.pipeline, arrivals=e.arrivals,
                     server_max_fds=e.server_max_fds,
                     noise_threshold_pct=profile.noise_threshold_pct, refused=refused))
-    out.extend(Task(id=e.kind, experiment=e.kind, quick=e.quick)
+    out.extend(Task(id=e.kind, experiment=e.kind, quick=e.quick, spec=e)
                for e in profile.experiments if e.is_task)
     seen: dict[str, int] = {}
     for p in out:
@@ -123,7 +134,21 @@ def points(profile: Profile, seed: int) -> list[Point | Task]:
 def estimate_s(p: Point | Task) -> float:
     """Expected wall time of one point: warmup + window + start-up, handshakes, teardown."""
     if isinstance(p, Task):
+        e = p.spec
+        if p.experiment == "syscalls" and e is not None:
+            runs = [n for n, _, _ in e.points for m in e.mechanisms if _serves(m, n)]
+            return SYSCALLS_S + sum(e.warmup_s + 2 * e.window_s + SYSCALLS_S_PER_POINT
+                                    + OVERHEAD_S_PER_CONN * n for n in runs)
+        if p.experiment == "memory" and e is not None:
+            holds = [n for n in e.connections for m in ("control",) + e.mechanisms if _serves(m, n)]
+            return MEMORY_S + sum(MEMORY_S_PER_HOLD + MEMORY_S_PER_CONN * n for n in holds)
         return TASK_ESTIMATE_S.get((p.experiment, p.quick), 60.0)
     if p.refused:
         return 0.0
     return p.warmup_s + p.window_s + OVERHEAD_S + OVERHEAD_S_PER_CONN * p.connections
+
+
+def _serves(mechanism: str, connections: int) -> bool:
+    """Whether a task measures the mechanism at this count (select: below FD_SETSIZE)."""
+    limit = fd_limit(mechanism) if mechanism != "control" else None
+    return limit is None or connections + TASK_FD_SLACK <= limit

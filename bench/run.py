@@ -6,7 +6,7 @@
            other CPUs, signalling the server at the window's start and end,
            CPU sampled every 0.1 s -> SIGTERM the server -> raw dict
            raw/<id>.json, then tidy.to_row() appended to points.csv at once
-      -> tasks (micro), meta.json (state, counts), the report if bench.report exists
+      -> tasks (micro, probes, syscalls, memory), meta.json (state, counts), the report
 
 Every child is in its own process group and killed on any exit path
 (bench.procs); Ctrl-C, SIGTERM and SIGHUP stop the run between writes, keep
@@ -36,7 +36,7 @@ from servers.cli import UsageError
 
 from . import plan, procs, tidy
 from .meta import collect_meta, now_iso, raise_fd_limit, rlimit_nofile
-from .profile import Profile, ProfileError, load, parse
+from .profile import Profile, ProfileError, fd_limit, load, parse
 from .schema import FORMAT, POINT_COLUMNS
 from .store import append_row, read_meta, write_json
 
@@ -134,7 +134,7 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
         try:
             for p in todo:
                 if isinstance(p, plan.Task):
-                    result = run_task(p, run_dir)
+                    result = run_task(p, run_dir, ctx)
                     with sigs.critical():
                         meta["tasks"][p.id] = result
                         write_json(run_dir / "meta.json", meta)
@@ -396,15 +396,66 @@ def _read_lines(path: Path) -> list[dict]:
 
 # -- tasks ------------------------------------------------------------------------
 
-def _run_micro(task: plan.Task, run_dir: Path) -> str:
+def _run_micro(task: plan.Task, run_dir: Path, ctx: Context | None = None) -> str:
     from .micro import run_micro
     return str(run_micro(out=run_dir, quick=task.quick))
 
 
-TASK_RUNNERS = {"micro": (_run_micro, "bench.micro")}   # kind -> (runner, module it needs)
+def _run_probes(task: plan.Task, run_dir: Path, ctx: Context | None = None) -> str:
+    from .probes import run_probes
+    doc = run_probes(run_dir)
+    tested = sum(1 for e in doc["probes"].values() if e["status"] == "tested")
+    return f"{run_dir / 'probes.json'} ({tested} of {len(doc['probes'])} probes tested)"
 
 
-def run_task(task: plan.Task, run_dir: Path) -> dict:
+def _task_kwargs(task: plan.Task, ctx: Context | None) -> dict:
+    kw = {"fd_limits": {m: fd_limit(m) for m in task.spec.mechanisms if fd_limit(m)}}
+    if ctx is not None:
+        kw.update(server_cpus=ctx.server_cpus, env=ctx.env)
+    return kw
+
+
+def _run_syscalls(task: plan.Task, run_dir: Path, ctx: Context | None = None) -> str:
+    from .syscalls import run_syscalls
+    e = task.spec
+    kw = _task_kwargs(task, ctx)
+    if ctx is not None:
+        kw.update(loadgen_cpus=ctx.loadgen_cpus, loadgen_procs=ctx.procs)
+    doc = run_syscalls(run_dir, e.mechanisms, e.points, warmup_s=e.warmup_s, window_s=e.window_s,
+                       tracer=e.tracer, **kw)
+    if doc["tracer"] is None:
+        return f"not tested: {doc['reason']}"
+    pts = doc["points"].values()
+    failed = [p for p in pts if p.get("error") and not p["error"].startswith("refused:")]
+    measured = sum(1 for p in pts if not p.get("error"))
+    if failed and not measured:
+        raise RuntimeError(f"every profiled point failed, first: {failed[0]['error']}")
+    return (f"{run_dir / 'syscalls.csv'} ({doc['tracer']}: {measured} points"
+            + (f", {len(failed)} failed: see syscalls.json" if failed else "") + ")")
+
+
+def _run_memory(task: plan.Task, run_dir: Path, ctx: Context | None = None) -> str:
+    from .memory import run_memory
+    e = task.spec
+    doc = run_memory(run_dir, e.mechanisms, e.connections, **_task_kwargs(task, ctx))
+    ok = [m for m in doc["measurements"] if not m["error"] and m["mechanism"] != "control"]
+    failed = [m for m in doc["measurements"] if m["error"]]
+    if failed and not ok:
+        raise RuntimeError(f"every memory measurement failed, first: {failed[0]['error']}")
+    return (f"{run_dir / 'memory.csv'} ({len(ok)} rows"
+            + (f", {len(failed)} failed: see memory.json" if failed else "")
+            + (f"; kernel not measured: {doc['reason']}" if doc["reason"] else "") + ")")
+
+
+TASK_RUNNERS = {  # kind -> (runner, module it needs)
+    "micro": (_run_micro, "bench.micro"),
+    "probes": (_run_probes, "bench.probes"),
+    "syscalls": (_run_syscalls, "bench.syscalls"),
+    "memory": (_run_memory, "bench.memory"),
+}
+
+
+def run_task(task: plan.Task, run_dir: Path, ctx: Context | None = None) -> dict:
     """Run a task once; its outcome for meta.json["tasks"] (never raises but for Ctrl-C)."""
     runner, module = TASK_RUNNERS[task.experiment]
     t0 = time.perf_counter()
@@ -414,7 +465,7 @@ def run_task(task: plan.Task, run_dir: Path) -> dict:
         result["error"] = f"{module} is not available yet"
     else:
         try:
-            result.update(state="done", output=runner(task, run_dir))
+            result.update(state="done", output=runner(task, run_dir, ctx))
         except SystemExit as e:
             result["error"] = f"{task.id} exited {e.code}"
         except Exception as e:
