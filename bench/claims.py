@@ -172,6 +172,8 @@ class Evidence:
         # server CPU per message against total connections is the scan's cost
         self.scan_cpu = an.scan_fits(self.points, "server_cpu_us_per_msg", "scan-rate")
         self.probes = read_probes(run.path)
+        self.syscalls_doc = read_task_json(run.path, "syscalls.json")
+        self.memory_doc = read_task_json(run.path, "memory.json")
         self.set_aside = an.set_aside(self.points)
 
     def fdlimit(self, mechanism: str) -> pd.DataFrame:
@@ -211,6 +213,70 @@ def read_probes(run_dir: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return {k: v for k, v in (doc.get("probes") or {}).items() if isinstance(v, dict)}
+
+
+def read_task_json(run_dir: Path, name: str) -> dict:
+    """syscalls.json (bench.syscalls) or memory.json (bench.memory); {} when absent or unreadable."""
+    try:
+        doc = json.loads((Path(run_dir) / name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def no_profile_reason(ev: "Evidence") -> str:
+    """Why the run has no syscall profile: the task's recorded reason, or its absence."""
+    doc = ev.syscalls_doc
+    if doc.get("reason"):
+        return f"the syscall profile was not taken: {doc['reason']}"
+    if doc:
+        return "the syscall profile recorded no point (see syscalls.json)"
+    return "the run has no syscall profile (add a syscalls task to the profile)"
+
+
+def _wait_bytes(ev: "Evidence") -> tuple[str, dict]:
+    """C2 context from the syscall profile: bytes one wait call passes, per mechanism, at its largest N."""
+    best: dict[str, dict] = {}
+    for p in (ev.syscalls_doc.get("points") or {}).values():
+        wb, mech = p.get("wait_bytes_per_call"), p.get("mechanism")
+        if mech in ("select", "poll", "epoll") and wb and (
+                mech not in best or p["connections"] > best[mech]["connections"]):
+            best[mech] = {"connections": p["connections"], **wb}
+    if not best:
+        return "", {}
+    parts = []
+    for mech, b in best.items():
+        what = (f"{b['nfds']} fds" if "nfds" in b
+                else f"{num(b.get('events_per_wait'))} ready events")
+        parts.append(f"{mech} {num(b['total'], 'B')} at {num(b['connections'])} connections ({what})")
+    return ("bytes one wait call passes in and out (syscall profile; select: 6 sets of "
+            "ceil(nfds/64) words, poll: 8 B in + 2 B out per fd, epoll_wait: 12 B per ready "
+            "event): " + ", ".join(parts)), {f"{m}_wait_bytes": b["total"] for m, b in best.items()}
+
+
+def _epoll_ctl(ev: "Evidence") -> tuple[list[str], dict]:
+    """C7 context from the syscall profile: epoll_ctl per message and its share of calls and time."""
+    sc = ev.run.syscalls
+    if sc is None or sc.empty:
+        return [], {}
+    texts, values = [], {}
+    tracer = ", ".join(sorted(set(sc["tracer"].astype(str))))
+    for mech in ("epoll", "epoll-et", "epoll-toggle"):
+        g = sc[sc["mechanism"] == mech]
+        if g.empty:
+            continue
+        calls = pd.to_numeric(g["calls"], errors="coerce")
+        secs = pd.to_numeric(g["seconds"], errors="coerce")
+        ctl = g["syscall"] == "epoll_ctl"
+        per_point = pd.to_numeric(g["calls_per_msg"], errors="coerce").where(ctl, 0).groupby(g["point_id"]).sum()
+        per_msg = float(per_point.median())
+        call_share = float(calls[ctl].sum() / calls.sum()) if calls.sum() else math.nan
+        time_share = float(secs[ctl].sum() / secs.sum()) if secs.sum() else math.nan
+        label = mech + (" (reference)" if mech == "epoll-toggle" else "")
+        texts.append(f"{label}: {num(per_msg)} epoll_ctl per message, {call_share:.0%} of its system "
+                     f"calls and {time_share:.0%} of their time ({tracer})")
+        values.update({f"{mech}_epoll_ctl_per_msg": per_msg, f"{mech}_epoll_ctl_time_share": time_share})
+    return texts, values
 
 
 def _probe(ev: Evidence, cid: str) -> tuple[dict | None, str]:
@@ -310,6 +376,10 @@ def _c2(ev: Evidence) -> Verdict:
         numbers += (f"; poll over the same N {slope_text(pol)}; "
                     f"poll/select slope ratio {ratio:.2f}")
         values.update(poll_slope_ns=pol["slope"], slope_ratio=ratio)
+    wb_text, wb_values = _wait_bytes(ev)          # context: the verdict stays with the slopes
+    if wb_text:
+        numbers += "; " + wb_text
+        values.update(wb_values)
     if lin is False and flat:
         return Verdict("C2", CLAIMS["C2"], REFUTED, numbers, rule, "micro_wait_1_ready",
                        "select's wait cost does not grow with the set: it is flat.", values)
@@ -471,9 +541,11 @@ def _c6(ev: Evidence) -> Verdict:
     if sc is not None and not sc.empty:
         ep = sc[sc["mechanism"].isin(["epoll", "epoll-et"])]
         if len(ep):
-            per = pd.to_numeric(ep.loc[ep["syscall"] == "mmap", "calls_per_msg"], errors="coerce")
-            mm = float(per.max()) if per.notna().any() else 0.0
-            texts.append(f"epoll servers: {num(mm)} mmap calls per message")
+            maps = ep[ep["syscall"].isin(["mmap", "munmap"])]
+            per = pd.to_numeric(maps["calls_per_msg"], errors="coerce").groupby(maps["point_id"]).sum()
+            mm = float(per.max()) if len(per) and per.notna().any() else 0.0
+            texts.append(f"epoll servers: {num(mm)} mmap + munmap calls per message "
+                         f"(syscall profile, {', '.join(sorted(set(ep['tracer'].astype(str))))})")
             (for_ if mm >= LOOP_MMAP_PER_MSG else against).append("syscall profile")
             values["mmap_per_msg"] = mm
     f = an.fit_row(ev.micro_all, "epoll")
@@ -482,7 +554,7 @@ def _c6(ev: Evidence) -> Verdict:
                      "(each ready event is copied out)")
         values["per_ready_ns"] = f["slope"]
     if not (against or for_):
-        return _untested("C6", f"{why_not}, and there is no syscall profile (issue 6)",
+        return _untested("C6", f"{why_not}, and {no_profile_reason(ev)}",
                          "micro_wait_all_ready", rule, "; ".join(texts))
     figure = "syscalls" if "syscall profile" in against + for_ else "micro_wait_all_ready"
     if for_ and not against:
@@ -542,6 +614,9 @@ def _c7(ev: Evidence) -> Verdict:
                 values.update(ratio=float(top), worse=worse,
                               epoll_cpu=float(at.loc["epoll", col]), best_cpu=float(at.loc[best, col]))
     parts["worse when nearly all active"] = busy
+    ctl_texts, ctl_values = _epoll_ctl(ev)        # the cost Gammo et al. found: context, not a part
+    texts += ctl_texts
+    values.update(ctl_values)
     if busy is None:
         texts.append(f"activity near 100% active: {ev.why_absent('activity')}" if a.empty else
                      "activity: no CI at the highest ratio (one repetition)" if "worse" in values else
@@ -562,27 +637,42 @@ def _c8(ev: Evidence) -> Verdict:
     rule = (f"connections per GiB from measured memory per epoll connection (kernel + RSS) within "
             f"{ABOUT_FACTOR:g}× of {CLAIMED_CONNS_PER_GB:,}: supported; otherwise partly supported when a "
             "kernel limit's default implies about that number, else refuted")
-    mem = ev.run.memory
+    mem, doc = ev.run.memory, ev.memory_doc
     if mem is None or mem.empty:
-        return _untested("C8", "no memory.csv in this run (issue 6; needs /proc/slabinfo)", "memory", rule)
+        why = (f"the memory task recorded no row: {doc.get('reason') or 'see memory.json'}" if doc
+               else "no memory.csv in this run (add a memory task to the profile)")
+        return _untested("C8", why, "memory", rule)
     m = mem[mem["mechanism"].isin(["epoll", "epoll-et"])].copy()
-    for c in ("connections", "per_conn_kernel_bytes", "per_conn_rss_bytes"):
+    for c in ("connections", "per_conn_kernel_bytes", "per_conn_rss_bytes", "slab_bytes"):
         m[c] = pd.to_numeric(m[c], errors="coerce")
     m = m[m["per_conn_kernel_bytes"].notna()]
     if m.empty:
-        return _untested("C8", "memory.csv has no kernel bytes for epoll (no permission to read /proc/slabinfo?)",
-                         "memory", rule)
+        return _untested("C8", "memory.csv has no kernel bytes for epoll: "
+                         + (doc.get("reason") or "no permission to read /proc/slabinfo?"), "memory", rule)
     top = m[m["connections"] == m["connections"].max()]
     per_conn = float((top["per_conn_kernel_bytes"] + top["per_conn_rss_bytes"].fillna(0)).median())
     per_gb = GB / per_conn
     ratio = per_gb / CLAIMED_CONNS_PER_GB
     texts = [f"{num(per_conn, 'B')} per connection at {num(top['connections'].max())} connections "
              f"(kernel {num(top['per_conn_kernel_bytes'].median(), 'B')}) → {num(per_gb)} connections per GiB"]
-    implied = _limits_per_gb(ev.run.meta)
+    if top["slab_bytes"].notna().any():
+        texts.append(f"every slab cache (meminfo Slab, client's bind buckets split evenly): "
+                     f"{num((top['slab_bytes'] / top['connections']).median(), 'B')} per connection")
+    lim = doc.get("limits") or {}
+    implied = {**{k: float(v) for k, v in (lim.get("per_gib") or {}).items()
+                  if k in ("fs.file-max", "fs.epoll.max_user_watches")},
+               **_limits_per_gb(ev.run.meta)}
     texts += [f"{k} implies {num(v)} per GiB" for k, v in implied.items()]
+    caps = {k: v for k, v in (lim.get("values") or {}).items()
+            if k in ("fs.nr_open", "RLIMIT_NOFILE") and v}
+    if caps:                                      # fixed counts, not scaled by memory: context
+        texts.append("per process at most " + ", ".join(f"{num(v)} ({k})" for k, v in caps.items()))
     probe, _ = _probe(ev, "C8")
+    cap = doc.get("capacity_probe") or {}
     if probe and probe.get("errno"):
         texts.append(f"capacity probe stopped by {probe['errno']}")
+    elif cap.get("errno"):
+        texts.append(f"capacity probe stopped by {cap['errno']} at {num(cap.get('connections'))}")
     values = {"bytes_per_conn": per_conn, "conns_per_gb": per_gb, **{f"limit {k}": v for k, v in implied.items()}}
     about = lambda x: 1 / ABOUT_FACTOR <= x / CLAIMED_CONNS_PER_GB <= ABOUT_FACTOR
     if about(per_gb):

@@ -133,7 +133,7 @@ def _fdlimit_reading(points) -> str:
     return "; ".join(out) + ". " + second
 
 
-def _syscalls_reading(sc: pd.DataFrame) -> str:
+def _syscalls_reading(sc: pd.DataFrame, doc: dict | None = None) -> str:
     if sc is None or sc.empty:
         return ""
     sc = sc.assign(calls_per_msg=pd.to_numeric(sc["calls_per_msg"], errors="coerce"))
@@ -145,10 +145,26 @@ def _syscalls_reading(sc: pd.DataFrame) -> str:
     mm = sc[sc["syscall"] == "mmap"]
     mm_text = (f"mmap runs at most {num(mm['calls_per_msg'].max())} times per message."
                if len(mm) else "No server called mmap during the window.")
-    return "Busiest system call per message: " + "; ".join(tops) + ". " + mm_text
+    return "Busiest system call per message: " + "; ".join(tops) + ". " + mm_text + _perturbation(doc)
 
 
-def _memory_reading(mem: pd.DataFrame) -> str:
+def _perturbation(doc: dict | None) -> str:
+    """What tracing did to the servers (syscalls.json): throughput and wait calls, untraced vs traced."""
+    pts = [p for p in ((doc or {}).get("points") or {}).values() if p.get("traced_over_untraced")]
+    if not pts:
+        return ""
+    ratio = pd.Series([p["traced_over_untraced"] for p in pts])
+    w_u = pd.Series([p["untraced"]["wait_calls_per_msg"] for p in pts], dtype=float)
+    w_t = pd.Series([p["traced"]["wait_calls_per_msg"] for p in pts], dtype=float)
+    return (f" Tracing ({doc.get('tracer')}) slowed the servers to {ratio.median():.1%} of their "
+            f"untraced throughput (median over {len(pts)} points, range {ratio.min():.1%} to "
+            f"{ratio.max():.1%}), and a slower server finds more connections ready per wait: "
+            f"{num(w_u.median())} wait calls per message untraced (the servers' own counters) vs "
+            f"{num(w_t.median())} traced. Counts per message of recv and send hold; those of the "
+            "wait call describe the traced, slower server.")
+
+
+def _memory_reading(mem: pd.DataFrame, doc: dict | None = None) -> str:
     if mem is None or mem.empty:
         return ""
     mem = mem.copy()
@@ -160,8 +176,22 @@ def _memory_reading(mem: pd.DataFrame) -> str:
         top = g[g["connections"] == g["connections"].max()]
         per = (top["per_conn_kernel_bytes"] + top["per_conn_rss_bytes"].fillna(0)).median()
         parts.append(f"{plots.label(mech)} {num(per, 'B')} ({num(claims.GB / per)} per GiB)")
-    return ("Memory per connection at the largest N, kernel plus process: " + "; ".join(parts) + ". "
+    text = ("Memory per connection at the largest N, kernel plus process: " + "; ".join(parts) + ". "
             f"The claim's figure is {claims.CLAIMED_CONNS_PER_GB:,} per GB.")
+    doc = doc or {}
+    ctl = [c for c in doc.get("control") or [] if c.get("per_conn_kernel_bytes")]
+    if ctl:
+        c = max(ctl, key=lambda c: c["connections"])
+        text += (f" A bare TCP socket with no multiplexer (control, one side of the loopback pair) "
+                 f"costs {num(c['per_conn_kernel_bytes'], 'B')} in these caches at {num(c['connections'])} "
+                 "connections; what a mechanism adds over it is its own.")
+    per_gib = (doc.get("limits") or {}).get("per_gib") or {}
+    if per_gib:
+        text += " Connections per GiB each limit implies: " + ", ".join(
+            f"{k} {num(v)}" for k, v in per_gib.items()) + "."
+    if doc.get("reason"):
+        text += f" Kernel caches: {doc['reason']}."
+    return text
 
 
 FIGURE_EXPERIMENT = {"scan_wait": "scan", "scan_throughput": "scan", "scan_latency": "scan",
@@ -206,8 +236,8 @@ def _readings(run: Run, points: pd.DataFrame) -> dict[str, str]:
                               "events per wait call", None),
         "fdlimit": _fdlimit_reading(points),
         "msgsize": pr("msgsize", "msg_size", "throughput_msgs_s", "size", "msg/s", "throughput", True),
-        "syscalls": _syscalls_reading(run.syscalls),
-        "memory": _memory_reading(run.memory),
+        "syscalls": _syscalls_reading(run.syscalls, claims.read_task_json(run.path, "syscalls.json")),
+        "memory": _memory_reading(run.memory, claims.read_task_json(run.path, "memory.json")),
     }
 
 
