@@ -656,7 +656,7 @@ def _c8(ev: Evidence) -> Verdict:
     texts = [f"{num(per_conn, 'B')} per connection at {num(top['connections'].max())} connections "
              f"(kernel {num(top['per_conn_kernel_bytes'].median(), 'B')}) → {num(per_gb)} connections per GiB"]
     if top["slab_bytes"].notna().any():
-        texts.append(f"every slab cache (meminfo Slab, client's bind buckets split evenly): "
+        texts.append(f"every slab cache (meminfo Slab; moves with the whole machine's file activity): "
                      f"{num((top['slab_bytes'] / top['connections']).median(), 'B')} per connection")
     lim = doc.get("limits") or {}
     implied = {**{k: float(v) for k, v in (lim.get("per_gib") or {}).items()

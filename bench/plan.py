@@ -17,15 +17,17 @@ TASK_FD_SLACK = 16       # descriptors a server holds besides its connections (t
 OVERHEAD_S = 0.4
 OVERHEAD_S_PER_CONN = 0.00005
 TASK_ESTIMATE_S = {("micro", True): 20.0, ("micro", False): 100.0,   # (kind, quick) -> s
-                   ("probes", False): 3.0}
-# syscalls: tracer self-test, then per profiled point start-up, attach and
-# detach on top of warmup + 2 windows; memory: per held N (each mechanism and
-# the control) start-up, settling and reading, plus connecting and resetting
-SYSCALLS_S = 2.0
-SYSCALLS_S_PER_POINT = 1.5
-MEMORY_S = 0.5
-MEMORY_S_PER_HOLD = 0.6
-MEMORY_S_PER_CONN = 0.0001
+                   ("probes", False): 2.0}
+# Measured the same way: syscalls = the tracer's self-test, then per profiled
+# point start-up, attach and detach on top of warmup + 2 windows (4 points:
+# 6.7 s at 1000 connections, 11.9 s with two at 5000); memory = per held N
+# (each mechanism and the control) start-up, settling and reading, plus
+# connecting and resetting (0.55 s per hold at 1000, 1.0 s at 5000, 5.7 s at 19000)
+SYSCALLS_S = 0.5
+SYSCALLS_S_PER_POINT = 0.4
+MEMORY_S = 0.2
+MEMORY_S_PER_HOLD = 0.4
+MEMORY_S_PER_CONN = 0.00028
 
 
 @dataclass(frozen=True)

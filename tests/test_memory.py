@@ -1,0 +1,88 @@
+"""bench.memory: real servers holding real idle connections, and the share arithmetic."""
+
+import csv
+import json
+
+import pytest
+
+import servers
+from bench import memory
+from bench.profile import fd_limit
+from bench.schema import MEMORY_COLUMNS
+
+N = 1000
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    """Every mechanism holding N idle connections: (rows by mechanism, memory.json)."""
+    run_dir = tmp_path_factory.mktemp("memory")
+    doc = memory.run_memory(run_dir, list(servers.MECHANISMS), [N],
+                            fd_limits={m: fd_limit(m) for m in servers.MECHANISMS if fd_limit(m)})
+    with open(run_dir / "memory.csv", newline="") as f:
+        assert next(csv.reader(f)) == MEMORY_COLUMNS
+    with open(run_dir / "memory.csv", newline="") as f:
+        rows = {r["mechanism"]: r for r in csv.DictReader(f)}
+    assert json.loads((run_dir / "memory.json").read_text())["format"] == 1
+    return rows, doc
+
+
+@pytest.mark.parametrize("mechanism", list(servers.MECHANISMS))
+def test_per_connection_figures_are_positive_or_the_reason_recorded(measured, mechanism):
+    rows, doc = measured
+    r = rows[mechanism]
+    assert int(r["connections"]) == N
+    assert float(r["per_conn_rss_bytes"]) > 0
+    assert int(r["rss_bytes"]) > 0
+    if doc["reason"]:                          # slabinfo unreadable: kernel columns empty, said why
+        assert r["per_conn_kernel_bytes"] == "" and "slabinfo" in doc["reason"]
+        return
+    assert float(r["per_conn_kernel_bytes"]) > 0
+    assert int(r["TCP"]) > 0 and int(r["sock_inode_cache"]) > 0
+
+
+def test_the_control_and_the_limits_are_recorded(measured):
+    _, doc = measured
+    assert [m["mechanism"] for m in doc["measurements"]][0] == memory.CONTROL
+    lim = doc["limits"]
+    assert lim["mem_total_bytes"] > 0
+    assert set(lim["per_gib"]) <= {"fs.file-max", "fs.nr_open", "fs.epoll.max_user_watches",
+                                   "RLIMIT_NOFILE"}
+    assert lim["per_gib"].get("RLIMIT_NOFILE", 1) > 0
+    if not doc["reason"]:
+        assert doc["caches"]["TCP"]["line"] == "TCP"
+        # a merged cache names the line that counts it and every alias
+        assert "eventpoll_epi" in doc["caches"]["eventpoll_epi"]["aliases"] or \
+            doc["caches"]["eventpoll_epi"]["line"] == "eventpoll_epi"
+
+
+def _reading(slab: dict, rss: int = 10_000_000, slab_total: int = 0) -> dict:
+    return {"slab": slab, "rss_bytes": rss, "meminfo": {"Slab": slab_total}}
+
+
+def test_a_servers_share_subtracts_the_clients_part_of_the_control():
+    zero = dict.fromkeys(memory.CACHES, 0)
+    # control: a bare pair, two sockets per connection; the client's bind buckets
+    # land in the eventpoll_epi line
+    control = {"connections": 100, "before": _reading(zero), "during": _reading(
+        {"TCP": 2 * 2368 * 100, "sock_inode_cache": 2 * 832 * 100, "eventpoll_epi": 256 * 100,
+         "eventpoll_pwq": 0}, slab_total=10_000 * 100)}
+    epoll = {"mechanism": "epoll", "connections": 100, "before": _reading(zero), "during": _reading(
+        {"TCP": 2 * 2368 * 100, "sock_inode_cache": 2 * 832 * 100,
+         "eventpoll_epi": (256 + 128) * 100, "eventpoll_pwq": 64 * 100},
+        rss=10_000_000 + 300 * 100, slab_total=10_192 * 100)}
+    r = memory.row(epoll, control)
+    assert r["TCP"] == 2368 * 100 and r["sock_inode_cache"] == 832 * 100
+    assert r["eventpoll_epi"] == 128 * 100 and r["eventpoll_pwq"] == 64 * 100
+    assert r["per_conn_kernel_bytes"] == 2368 + 832 + 128 + 64
+    assert r["per_conn_rss_bytes"] == 300
+    assert r["slab_bytes"] == (10_192 - 5_000) * 100
+
+
+def test_without_slabinfo_the_kernel_columns_are_empty():
+    m = {"mechanism": "poll", "connections": 10, "before": {"slab": None, "rss_bytes": 1000,
+                                                            "meminfo": {"Slab": 0}},
+         "during": {"slab": None, "rss_bytes": 2000, "meminfo": {"Slab": 40_000}}}
+    r = memory.row(m, None)
+    assert r["per_conn_kernel_bytes"] is None and r["TCP"] is None
+    assert r["per_conn_rss_bytes"] == 100 and r["slab_bytes"] == 20_000
