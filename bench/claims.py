@@ -673,6 +673,10 @@ def _c8(ev: Evidence) -> Verdict:
         texts.append(f"capacity probe stopped by {probe['errno']}")
     elif cap.get("errno"):
         texts.append(f"capacity probe stopped by {cap['errno']} at {num(cap.get('connections'))}")
+    elif doc.get("first_limits"):
+        first = doc["first_limits"][0]
+        texts.append(f"first limit a server here meets (predicted, not probed): {first['limit']} "
+                     f"at {num(first['connections'])} connections ({first['errno']})")
     values = {"bytes_per_conn": per_conn, "conns_per_gb": per_gb, **{f"limit {k}": v for k, v in implied.items()}}
     about = lambda x: 1 / ABOUT_FACTOR <= x / CLAIMED_CONNS_PER_GB <= ABOUT_FACTOR
     if about(per_gb):

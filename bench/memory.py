@@ -362,8 +362,8 @@ def run_memory(run_dir, mechanisms, connections, *, fd_limits=None, env=None, se
     run_dir.mkdir(parents=True, exist_ok=True)
     doc = {"format": FORMAT, "started_at": now_iso(), "method": __doc__.split("\n\n", 1)[1],
            "limits": limits(), "measurements": [], "skipped": [], "reason": None,
-           "capacity_probe": {"run": False, "note": "not run: the first limit to stop a server "
-                                                    "here is predicted from the limits above"}}
+           "capacity_probe": {"run": False, "note": "not run: the limit that stops a server "
+                                                    "first is predicted instead (first_limits)"}}
     try:
         lines = slab_lines(read_slabinfo())
         doc["caches"] = lines
@@ -400,13 +400,37 @@ def run_memory(run_dir, mechanisms, connections, *, fd_limits=None, env=None, se
                 continue
             r = row(m, None if control["error"] else control)
             append_row(run_dir / "memory.csv", r, MEMORY_COLUMNS)
+            doc.setdefault("rows", []).append(r)
             kernel = r["per_conn_kernel_bytes"]
             print(f"memory {mech:<8} c={n:<6} drift {m['drift']:.0%} RSS {r['per_conn_rss_bytes']:>8,.0f} B/conn  kernel "
                   f"{'-' if kernel is None else format(kernel, ',.0f'):>6} B/conn  all slab "
                   f"{r['slab_bytes'] / n:>6,.0f} B/conn", file=log, flush=True)
+    doc["first_limits"] = first_limits(doc)
     doc["ended_at"] = now_iso()
     write_json(run_dir / "memory.json", doc)
     return doc
+
+
+# limit -> the errno a server meets when it runs out (accept, epoll_ctl, any allocation)
+LIMIT_ERRNO = {"RLIMIT_NOFILE": "EMFILE", "fs.nr_open": "EMFILE", "fs.file-max": "ENFILE",
+               "fs.epoll.max_user_watches": "ENOSPC", "memory": "ENOMEM"}
+
+
+def first_limits(doc: dict) -> list[dict]:
+    """Each limit as a count of one epoll server's connections, smallest first (predicted, not probed).
+
+    memory: MemTotal over the measured kernel + RSS bytes of an epoll connection
+    at the largest N (the machine holds nothing else: an upper bound).
+    """
+    lim = doc["limits"]
+    counts = {k: v for k, v in lim["values"].items() if v}
+    rows = [r for r in doc.get("rows", []) if r["mechanism"] == "epoll" and r["per_conn_kernel_bytes"]]
+    if rows and lim["mem_total_bytes"]:
+        top = max(rows, key=lambda r: r["connections"])
+        counts["memory"] = int(lim["mem_total_bytes"] / (top["per_conn_kernel_bytes"]
+                                                          + max(top["per_conn_rss_bytes"], 0)))
+    return [{"limit": k, "connections": v, "errno": LIMIT_ERRNO[k]}
+            for k, v in sorted(counts.items(), key=lambda kv: kv[1])]
 
 
 def read_memory_json(run_dir) -> dict:

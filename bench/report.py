@@ -189,6 +189,10 @@ def _memory_reading(mem: pd.DataFrame, doc: dict | None = None) -> str:
     if per_gib:
         text += " Connections per GiB each limit implies: " + ", ".join(
             f"{k} {num(v)}" for k, v in per_gib.items()) + "."
+    if doc.get("first_limits"):
+        text += (" The limits as connections one epoll server holds, smallest first (predicted): "
+                 + ", ".join(f"{f['limit']} {num(f['connections'])} ({f['errno']})"
+                             for f in doc["first_limits"]) + ".")
     if doc.get("reason"):
         text += f" Kernel caches: {doc['reason']}."
     return text
