@@ -328,6 +328,8 @@ def plot_syscalls(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
     table = rows.pivot_table(index="syscall", columns="mechanism", values="calls_per_msg", aggfunc="median")
     # below one call per 1000 messages is the measurement's own snapshot handler, not the loop
     table = table[table.max(axis=1) >= MIN_CALLS_PER_MSG]
+    if table.empty:
+        return _no_data(ax, f"syscalls at {MIN_CALLS_PER_MSG:g} per message or more")
     table = table.loc[table.max(axis=1).sort_values(ascending=False).index[:10]]
     mechs = mechanisms_in(rows)
     height = 0.8 / max(len(mechs), 1)
