@@ -386,7 +386,7 @@ def run_memory(run_dir, mechanisms, connections, *, fd_limits=None, env=None, se
         if control["error"]:
             print(f"memory control c={n}: FAILED: {control['error']}", file=log, flush=True)
         else:
-            doc.setdefault("control", []).append(row(control, None))
+            doc.setdefault("control", []).append(row(control, control))   # bare side: no epoll objects
         for mech in mechanisms:
             limit = (fd_limits or {}).get(mech)
             if limit is not None and n + FD_SLACK > limit:
