@@ -14,7 +14,8 @@ from pathlib import Path
 from .schema import FORMAT
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("iomux-bench", "numpy", "pandas", "matplotlib", "psutil", "hdrhistogram", "pytest")
+PACKAGES = ("iomux-bench", "numpy", "pandas", "matplotlib", "psutil", "hdrhistogram", "uvloop",
+            "pytest")
 SYSCTLS = ("fs/file-max", "fs/nr_open", "fs/epoll/max_user_watches",
            "net/ipv4/ip_local_port_range", "net/core/somaxconn", "net/ipv4/tcp_tw_reuse")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import analysis as an
-from . import claims, plots
+from . import claims, goals, plots
 from .claims import num
 from .store import Run, load_run
 
@@ -273,8 +273,17 @@ def build(run: Run) -> list[tuple]:
                                 for v in vs])),
         ("p", f"Set aside and never used in a verdict: {aside['saturated']} saturated, "
               f"{aside['noisy']} noisy and {aside['failed']} failed point rows. {METHODS}"),
-        ("h", 2, "Figures"),
+        ("h", 2, "Speed goals (measured in this run)"),
+        ("table", goals.speed_goals(run.points, meta)),
     ]
+    refs = goals.reference_ratios(run.points)
+    if not refs.empty:
+        blocks += [("h", 2, "The servers next to the references"),
+                   ("p", "Every server at one open-loop load (experiment `references`: 100 active "
+                         "connections, 64 B) that saturates neither side; medians over repetitions. "
+                         "`epoll ÷ this` below 1 means the epoll server costs less per message."),
+                   ("table", refs)]
+    blocks.append(("h", 2, "Figures"))
     text = readings(run, points)
     for name in names:
         blocks.append(("figure", name, TITLES.get(name, name), text.get(name) or ""))

@@ -21,7 +21,10 @@ POINT_COLUMNS = [
     "connect_s",
 ]
 
-EXPERIMENTS = ("scan", "scan-rate", "activity", "msgsize", "fdlimit")
+EXPERIMENTS = ("scan", "scan-rate", "activity", "msgsize", "fdlimit",
+               # every server, references included, at one fixed open-loop load:
+               # the epoll server's CPU per message as a ratio to each reference
+               "references")
 # the equivalent servers, then the references of issue 6 (labelled as such)
 MECHANISMS = ("select", "poll", "epoll", "epoll-et")
 REFERENCES = ("epoll-toggle", "threads", "asyncio", "uvloop")
