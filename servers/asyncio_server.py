@@ -60,7 +60,7 @@ import signal
 import socket
 import time
 
-from .core import _NO_FDS, _RESET, BACKLOG, HIGH_WATER, Stats
+from .core import _NO_FDS, _RESET, BACKLOG, HIGH_WATER, Stats, listen
 
 NAMES = ("asyncio", "uvloop")
 _STOP = (signal.SIGTERM, signal.SIGINT)
@@ -177,14 +177,9 @@ class AsyncioServer:
         self.server = None
         self.loop.set_exception_handler(self._on_loop_error)
 
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.listener = socket.socket(family, socket.SOCK_STREAM)
         try:
-            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.listener.bind((host, port))
-            self.listener.listen(BACKLOG)
+            self.listener = listen(host, port)
         except BaseException:
-            self.listener.close()
             self.loop.close()
             raise
         self.address = self.listener.getsockname()[:2]

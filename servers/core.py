@@ -131,6 +131,20 @@ def _log2_buckets(counts: list[int]) -> dict[str, int]:
     return {str(1 << i): n for i, n in enumerate(counts) if n}
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on (host, port), shared by every server and reference."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class Server:
     """A non-blocking listener, its connections and the statistics.
 
@@ -156,15 +170,7 @@ class Server:
         self.conns: dict[int, Conn] = {}     # fd -> Conn
         self._accept_paused = False
 
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.listener = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.listener.bind((host, port))
-            self.listener.listen(BACKLOG)
-        except BaseException:
-            self.listener.close()
-            raise
+        self.listener = listen(host, port)
         self.listener.setblocking(False)
         self.listen_fd = self.listener.fileno()
         self.address = self.listener.getsockname()[:2]

@@ -54,7 +54,7 @@ import socket
 import threading
 import time
 
-from .core import _NO_FDS, _RESET, BACKLOG, BUFSIZE, Stats
+from .core import _NO_FDS, _RESET, BUFSIZE, Stats, listen
 
 NAME = "threads"
 STACK_BYTES = 256 * 1024    # per thread; the default is RLIMIT_STACK (8 MiB)
@@ -93,15 +93,7 @@ class ThreadServer:
         self.peak_connections = 0
         self.failure: str | None = None
 
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.listener = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.listener.bind((host, port))
-            self.listener.listen(BACKLOG)
-        except BaseException:
-            self.listener.close()
-            raise
+        self.listener = listen(host, port)
         self.address = self.listener.getsockname()[:2]
 
         # Before any thread exists, so every thread inherits the mask.
