@@ -196,7 +196,7 @@ def classify(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def with_derived(points: pd.DataFrame) -> pd.DataFrame:
-    """Add active_ratio, wait_calls_per_msg and the user/system CPU per message.
+    """Add active_ratio, wait_calls_per_msg, server_cpu_us_per_wait and the user/system CPU per message.
 
     The split CPU columns are computed from server_cpu_{user,sys}_s and the
     message count (throughput × duration) where a run did not record them.
@@ -206,6 +206,10 @@ def with_derived(points: pd.DataFrame) -> pd.DataFrame:
     msgs = num("throughput_msgs_s") * num("duration_s")
     df["active_ratio"] = num("active") / num("connections")
     df["wait_calls_per_msg"] = num("wait_calls") / msgs
+    # CPU per pass of the wait loop (one wait call and the events it returned):
+    # at a fixed rate, what a per-call scan costs, whatever the batching
+    df["server_cpu_us_per_wait"] = (num("server_cpu_user_s") + num("server_cpu_sys_s")) * 1e6 \
+        / num("wait_calls").where(num("wait_calls") > 0)
     for part in ("user", "sys"):
         col = f"server_cpu_{part}_us_per_msg"
         derived = num(f"server_cpu_{part}_s") * 1e6 / msgs

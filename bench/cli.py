@@ -7,7 +7,6 @@ stderr with exit 1 (runtime) or 2 (usage).
 
 from __future__ import annotations
 
-import sys
 
 from servers.cli import OneLineParser, die
 

@@ -294,7 +294,6 @@ def plot_fdlimit(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
     if rows.empty:
         return _no_data(ax, "fdlimit points")
     ok = rows[~rows["failed"]]
-    mechs = mechanisms_in(rows)
     coverage = _lines(ax, ok, "connections", "echoing") if len(ok) else math.nan
     for i, line in enumerate(ax.get_lines()):   # concentric markers: overlapping lines stay visible
         line.set(marker="o^sDvP<>"[i % 8], ms=max(9 - 1.8 * i, 3), lw=max(3 - 0.6 * i, 1))

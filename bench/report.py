@@ -247,6 +247,13 @@ def _readings(run: Run, points: pd.DataFrame) -> dict[str, str]:
 
 # ---------------------------------------------------------------- blocks
 
+def _refused_note(points: pd.DataFrame) -> str:
+    """How many 'failed' rows were refused by design (select past FD_SETSIZE), never run."""
+    refused = int(an._text(points["error"]).str.startswith("refused").sum()) if "error" in points else 0
+    return f" ({refused} of them refused by design, e.g. select past FD_SETSIZE: never run)" \
+        if refused else ""
+
+
 def _flag_table(points: pd.DataFrame, flag: str) -> pd.DataFrame:
     rows = points[points[flag]]
     cols = [c for c in ("point_id", "experiment", "mechanism", "connections", "rep",
@@ -272,7 +279,8 @@ def build(run: Run) -> list[tuple]:
                                  "figure": v.figure if v.figure in names else f"{v.figure} (no data)"}
                                 for v in vs])),
         ("p", f"Set aside and never used in a verdict: {aside['saturated']} saturated, "
-              f"{aside['noisy']} noisy and {aside['failed']} failed point rows. {METHODS}"),
+              f"{aside['noisy']} noisy and {aside['failed']} failed point rows"
+              f"{_refused_note(points)}. {METHODS}"),
         ("h", 2, "Speed goals (measured in this run)"),
         ("table", goals.speed_goals(run.points, meta)),
     ]
@@ -295,7 +303,7 @@ def build(run: Run) -> list[tuple]:
     blocks.append(("h", 2, "Flags"))
     for flag, title in (("saturated", "Saturated points (load generator CPU-bound)"),
                         ("noisy", "Noisy points (machine busy during the window)"),
-                        ("failed", "Failed points (no measures)")):
+                        ("failed", "Failed or refused points (no measures)")):
         t = _flag_table(points, flag)
         blocks.append(("h", 3, f"{title}: {len(t)}"))
         if len(t):

@@ -36,7 +36,7 @@ from servers.cli import UsageError
 
 from . import plan, procs, tidy
 from .meta import collect_meta, now_iso, raise_fd_limit, rlimit_nofile
-from .profile import Profile, ProfileError, fd_limit, load, parse
+from .profile import Profile, fd_limit, load, parse
 from .schema import FORMAT, POINT_COLUMNS
 from .store import append_row, read_meta, write_json
 

@@ -59,7 +59,7 @@ def test_report_md_reads_each_figure_in_two_sentences_then_machine_and_flags(tin
         image = next(i for i, par in enumerate(paragraphs) if par.startswith("!["))
         reading = paragraphs[image + 1].strip()
         assert reading.count(". ") + reading.endswith(".") >= 2, block[:200]
-    for flag in ("Saturated points", "Noisy points", "Failed points"):
+    for flag in ("Saturated points", "Noisy points", "Failed or refused points"):
         assert flag in md
 
 
