@@ -117,3 +117,25 @@ def test_reference_without_wait_counters_keeps_its_cpu_and_counts_epoll_ctl():
     toggles = [dict(SNAPSHOTS[0], ctl_calls=100), dict(SNAPSHOTS[1], ctl_calls=80100)]
     row = to_row(dict(POINT, mechanism="epoll-toggle"), LOADGEN, SERVER, toggles, CPU)
     assert row["ctl_calls_per_msg"] == pytest.approx(2.0)
+
+
+def test_every_reference_row_is_recomputed_from_its_raw_json():
+    """results/reference keeps each point's raw outputs: to_row on them gives the CSV row."""
+    import csv
+    import json
+    from pathlib import Path
+
+    ref = Path(__file__).resolve().parent.parent / "results" / "reference"
+    with open(ref / "points.csv", newline="") as f:
+        rows = {r["point_id"]: r for r in csv.DictReader(f)}
+    raws = sorted((ref / "raw").glob("*.json"))
+    assert raws and len(raws) == len(rows)
+    for path in raws:
+        raw = json.loads(path.read_text())
+        again = to_row(raw["point"], raw["loadgen"], raw["server"], raw["snapshots"],
+                       raw["cpu"], raw["error"])
+        stored = rows[raw["point"]["id"]]
+        for col in ("throughput_msgs_s", "p99_us", "server_cpu_us_per_msg", "wait_calls",
+                    "saturated", "echoing", "error"):
+            want = "" if again[col] is None else str(again[col])
+            assert stored[col] == want, (path.name, col)
