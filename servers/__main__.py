@@ -34,6 +34,9 @@ def build_parser() -> OneLineParser:
                    help="write the statistics JSON here at shutdown (default: stdout)")
     p.add_argument("--snapshots", metavar="FILE",
                    help="on SIGUSR1, append the statistics so far as one JSON line to FILE")
+    p.add_argument("--max-threads", type=positive_int, metavar="N",
+                   help="threads only: refuse connections past N live threads, through the "
+                        "same path as a failed thread start (default: no cap)")
     p.add_argument("--max-fds", type=positive_int, metavar="N",
                    help="lower the soft descriptor limit to N (default: raise it to the hard limit)")
     p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on stderr")
@@ -75,8 +78,11 @@ def resolve(host: str, port: int) -> str:
     return infos[0][4][0]
 
 
-def make_server(name: str, mod, address: str, port: int, snapshots: str | None):
+def make_server(name: str, mod, address: str, port: int, snapshots: str | None,
+                max_threads: int | None = None):
     """A core Server for a loop module; a module with its own server makes it."""
+    if max_threads is not None:
+        return mod.make_server(name, address, port, snapshots=snapshots, max_threads=max_threads)
     if hasattr(mod, "make_server"):
         return mod.make_server(name, address, port, snapshots=snapshots)
     return Server(name, address, port, fd_limit=mod.FD_LIMIT, edge=getattr(mod, "EDGE", False),
@@ -86,13 +92,17 @@ def make_server(name: str, mod, address: str, port: int, snapshots: str | None):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     mod = SERVERS[args.mechanism]
+    if args.max_threads is not None and args.mechanism != "threads":
+        die(PROG, f"--max-threads applies to the threads server only, not {args.mechanism}: "
+                  "drop it", 2)
     soft, hard = set_fd_limit(args.max_fds)
     for path in (args.stats, args.snapshots):
         if path:
             check_writable(path)
     address = resolve(args.host, args.port)
     try:
-        server = make_server(args.mechanism, mod, address, args.port, args.snapshots)
+        server = make_server(args.mechanism, mod, address, args.port, args.snapshots,
+                             args.max_threads)
     except RuntimeError as e:                    # e.g. uvloop not installed
         die(PROG, str(e))
     except OSError as e:

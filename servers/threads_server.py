@@ -79,8 +79,9 @@ class ThreadServer:
     """
 
     def __init__(self, mechanism: str, host: str = "127.0.0.1", port: int = 0, *,
-                 snapshots: str | None = None):
+                 snapshots: str | None = None, max_threads: int | None = None):
         self.stats = Stats(mechanism)
+        self.max_threads = max_threads          # --max-threads: a cap that fails like the kernel
         self.snapshots = snapshots
         self.lock = threading.Lock()            # guards conns, stopping, retired counters
         self.freed = threading.Condition(self.lock)   # a connection closed
@@ -150,6 +151,8 @@ class ThreadServer:
                 self.conns[fd] = conn
                 self.peak_connections = max(self.peak_connections, len(self.conns))
             try:
+                if self.max_threads is not None and len(self.conns) > self.max_threads:
+                    raise RuntimeError(f"can't start new thread: --max-threads {self.max_threads}")
                 threading.Thread(target=self.serve, args=(fd, conn), daemon=True).start()
             except (RuntimeError, MemoryError) as e:
                 # No thread for this one: close it, keep serving the others.
@@ -247,8 +250,9 @@ class ThreadServer:
         return self.stats_dict()               # signals stay blocked: a second SIGTERM waits
 
 
-def make_server(mechanism: str, host: str, port: int, *, snapshots: str | None = None):
-    return ThreadServer(mechanism, host, port, snapshots=snapshots)
+def make_server(mechanism: str, host: str, port: int, *, snapshots: str | None = None,
+                max_threads: int | None = None):
+    return ThreadServer(mechanism, host, port, snapshots=snapshots, max_threads=max_threads)
 
 
 def run(server: ThreadServer) -> None:
