@@ -91,6 +91,7 @@ def _pid(exp, mech, c, a, s, r):
 
 def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize", "fdlimit"),
              micro: bool = True, micro_slopes=None, scan_slopes=None, activity_cpu=None,
+             per_ready_ns=None,
              select_wall: int | None = 1019, poll_wall: int | None = None,
              mechanisms=MECHS, reps: int = 5, noise: float = 0.02, seed: int = 0,
              saturate: tuple = (), noisy_points: tuple = (), probes: dict | None = None,
@@ -98,7 +99,8 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
              meta: dict | None = None, cost_factor: float = 1.0) -> Path:
     """Write a synthetic run directory and return its path.
 
-    micro_slopes/scan_slopes: {mechanism: ns per descriptor}; activity_cpu:
+    micro_slopes/scan_slopes: {mechanism: ns per descriptor}; per_ready_ns:
+    {mechanism: micro wait ns per ready descriptor} (default PER_READY_NS); activity_cpu:
     {mechanism: (µs/msg at ratio 0.01, at 1.0)}; select_wall: most
     connections select echoes in fdlimit (None: no wall); saturate /
     noisy_points: (experiment, mechanism, connections) whose rep 0 is flagged
@@ -186,7 +188,7 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
                                        MICRO_COLUMNS)
                             continue
                         ns = w.cost(MICRO_INTERCEPT_NS + micro_slopes.get(mech, 0.0) * n
-                                      + PER_READY_NS * ready)
+                                      + (per_ready_ns or {}).get(mech, PER_READY_NS) * ready)
                         append_row(run_dir / "micro.csv",
                                    {**row, "ns_median": round(ns, 2), "ns_p10": round(0.9 * ns, 2),
                                     "ns_p90": round(1.2 * ns, 2), "note": ""}, MICRO_COLUMNS)

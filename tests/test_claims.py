@@ -127,18 +127,30 @@ def test_c6(tmp_path, kw, outcome):
     assert verdict(tmp_path, "C6", **kw).verdict == outcome
 
 
-# C7: epoll flat with idle fds, worse when all are active
+# C7: epoll flat with idle fds, worse when all are ready (micro, all ready)
 WORSE = {"epoll": (20.0, 16.0)}
+ALL_READY_WORSE = {"epoll": 100.0}                             # ns per ready fd; select/poll 40
+ALL_READY_BETTER = {"epoll": 10.0}
 
 
 @pytest.mark.parametrize("kw, outcome", [
-    (dict(activity_cpu=WORSE), SUPPORTED),
-    (dict(), PARTLY),                                          # flat, but not worse at 100% active
-    (dict(micro_slopes={"epoll": 5.0}, scan_slopes={"epoll": 5.0}), REFUTED),
+    (dict(per_ready_ns=ALL_READY_WORSE), SUPPORTED),
+    (dict(per_ready_ns=ALL_READY_BETTER), PARTLY),             # flat, but not worse when all ready
+    (dict(), PARTLY),                                          # ranges overlap: busy part not tested
+    (dict(micro_slopes={"epoll": 5.0}, scan_slopes={"epoll": 5.0}, per_ready_ns=ALL_READY_BETTER),
+     REFUTED),
     (dict(micro=False, experiments=("msgsize",)), NOT_TESTED),
 ])
 def test_c7(tmp_path, kw, outcome):
     assert verdict(tmp_path, "C7", **kw).verdict == outcome
+
+
+def test_c7_busy_part_ignores_the_fixed_rate_activity_experiment(tmp_path):
+    # epoll worse in activity (a fixed total rate never makes most fds ready at once)
+    # but better with all ready in micro: micro decides, activity is context
+    v = verdict(tmp_path, "C7", activity_cpu=WORSE, per_ready_ns=ALL_READY_BETTER)
+    assert v.verdict == PARTLY and "worse when nearly all active: no" in v.reason
+    assert v.values["activity_worse"] is True
 
 
 def test_a_saturated_point_never_decides(tmp_path):
@@ -159,7 +171,7 @@ def test_c8(tmp_path, kw, outcome):
     assert verdict(tmp_path, "C8", **kw).verdict == outcome
 
 
-def test_one_repetition_cannot_show_a_difference_so_the_busy_part_is_not_tested(tmp_path):
-    v = verdict(tmp_path, "C7", reps=1, activity_cpu=WORSE)
-    assert v.verdict == PARTLY                 # idle part holds; busy part has no CI
-    assert "no CI" in v.numbers and "worse when nearly all active: not tested" in v.reason
+def test_one_repetition_shows_no_ci_in_activity_and_micro_still_decides(tmp_path):
+    v = verdict(tmp_path, "C7", reps=1, activity_cpu=WORSE, per_ready_ns=ALL_READY_BETTER)
+    assert v.verdict == PARTLY                 # idle part holds; not worse with all ready
+    assert "no CI" in v.numbers and "activity_worse" not in v.values
