@@ -104,6 +104,9 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
         run_dir = Path(resume)
     done = _done_ids(run_dir, meta)
     todo = [p for p in selected if p.id not in done]
+    if resume is not None and not todo and meta.get("state") == "complete":
+        print(f"{run_dir}: already complete, nothing to resume; left as it was", file=log)
+        return run_dir                          # a finished run (results/reference) stays untouched
 
     ctx = _context(run_dir, prof)
     meta["pinning"] = {"server_cpus": ctx.server_cpus, "loadgen_cpus": ctx.loadgen_cpus,
@@ -498,7 +501,11 @@ def _create_run_dir(out, profile_name: str) -> Path:
 
 
 def _link_latest(run_dir: Path) -> None:
-    """<parent>/latest -> the newest run (never replaces a real file or directory)."""
+    """results/latest -> the newest run, for runs made in a results/ directory only
+    (an --out elsewhere, say /tmp/x, leaves its parent alone); never replaces a
+    real file or directory."""
+    if run_dir.resolve().parent.name != RESULTS.name:
+        return
     latest = run_dir.parent / "latest"
     if latest.exists() and not latest.is_symlink():
         return

@@ -71,7 +71,7 @@ def strays(run_dir: Path) -> list[psutil.Process]:
 def test_tiny_profile_writes_every_column_raw_json_and_meta(tmp_path):
     profile = tmp_path / "tiny.toml"
     profile.write_text(TINY)
-    run_dir = tmp_path / "runs" / "tiny"
+    run_dir = tmp_path / "results" / "tiny"
     r = bench("--profile", profile, "--out", run_dir)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == str(run_dir)
@@ -115,7 +115,7 @@ def test_tiny_profile_writes_every_column_raw_json_and_meta(tmp_path):
 
     run = load_run(run_dir)
     assert len(run.points) == 4
-    assert os.readlink(tmp_path / "runs" / "latest") == "tiny"
+    assert os.readlink(tmp_path / "results" / "latest") == "tiny"
     assert not strays(run_dir)
 
 
@@ -160,6 +160,11 @@ def test_sigint_kills_children_keeps_points_and_resume_completes_the_rest(tmp_pa
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["state"] == "complete" and len(meta["runs"]) == 2
     assert not strays(run_dir)
+
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    r = bench("--resume", run_dir)                        # complete: nothing to do, nothing touched
+    assert r.returncode == 0 and "already complete" in r.stderr
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
 def test_server_crash_at_start_up_is_a_failed_point_and_the_sweep_goes_on(tmp_path):
