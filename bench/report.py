@@ -33,7 +33,7 @@ METHODS = (
 TITLES = {
     "micro_wait_1_ready": "Wait-call cost vs registered descriptors, 1 ready (micro)",
     "micro_wait_all_ready": "Wait-call cost vs registered descriptors, all ready (micro)",
-    "scan_wait": "Servers' own wait-call time vs total connections (scan)",
+    "scan_wait": "Servers' own wall time per wait call (sleep included) vs total connections (scan)",
     "scan_throughput": "Throughput vs total connections, few active (scan)",
     "scan_latency": "p50 and p99 latency vs total connections (scan)",
     "scan_cpu": "Server CPU per message, user and system (scan)",
