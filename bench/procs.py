@@ -51,9 +51,12 @@ class Child:
             sel.register(self.proc.stdout, selectors.EVENT_READ)
             if not sel.select(timeout_s):
                 raise ChildError(f"{self.name}: no READY within {timeout_s:g} s")
-        line = self.proc.stdout.readline().decode(errors="replace")
+        line = self.proc.stdout.readline().decode(errors="replace")   # our servers flush whole lines
         if not line:
-            code = self.proc.wait()
+            try:
+                code = self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                raise ChildError(f"{self.name} closed stdout without READY and kept running") from None
             raise ChildError(f"{self.name} exited {code} at start-up: {self.stderr_tail()}")
         words = line.split()
         if not words or words[0] != "READY":
