@@ -35,13 +35,6 @@ def new_histogram() -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
 
 
-def record_counts(hist: HdrHistogram, counts: dict[int, int]) -> None:
-    """Add a {latency_us: count} dict to hist and clear the dict."""
-    for value, n in counts.items():
-        hist.record_value(min(max(value, 0), HIGHEST_US), n)
-    counts.clear()
-
-
 def record_ns(hist: HdrHistogram, values_ns: array) -> None:
     """Add latencies in ns (an array('q')) to hist, in whole µs; empty the array.
 
