@@ -163,19 +163,24 @@ def _wait_group_gone(pgid: int, timeout_s: float = 5.0) -> bool:
     return True
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes whose process group is pgid, from /proc."""
-    members = []
+def proc_stats():
+    """(pid, fields of /proc/<pid>/stat after the command name) for every live process."""
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
             with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
+                yield int(name), f.read().rsplit(b")", 1)[1].split()
         except OSError:
-            continue
+            continue                                   # exited meanwhile
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is pgid, from /proc."""
+    members = []
+    for pid, fields in proc_stats():
         if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            members.append(int(name))
+            members.append(pid)
     return members
 
 

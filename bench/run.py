@@ -356,15 +356,8 @@ def _sample(server_pid: int, loadgen_pid: int) -> dict:
 def _proc_table() -> dict[int, tuple[int, int, int]]:
     """pid -> (ppid, flags, utime + stime + cutime + cstime in ticks) for every process."""
     table = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue                                   # exited meanwhile
-        table[int(name)] = (int(fields[1]), int(fields[6]), sum(map(int, fields[11:15])))
+    for pid, fields in procs.proc_stats():
+        table[pid] = (int(fields[1]), int(fields[6]), sum(map(int, fields[11:15])))
     return table
 
 

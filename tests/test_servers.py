@@ -85,7 +85,7 @@ def run_echo_clients(address, n_conns: int, n_msgs: int, seed: int = 7) -> int:
     return sent_total
 
 
-@pytest.mark.parametrize("mechanism", MECHANISMS)
+@pytest.mark.parametrize("mechanism", [*MECHANISMS, *REFERENCES])
 def test_integrity_every_byte_echoed_in_order(start_server, mechanism):
     server = start_server(mechanism)
     sent = run_echo_clients(server.address, n_conns=200, n_msgs=500)
