@@ -85,10 +85,12 @@ def cmd_compare(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .store import RunFormatError
+    from .store import NotARunError, RunFormatError
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except NotARunError as e:
+        die(PROG, str(e), 2)
     except RunFormatError as e:
         die(PROG, str(e))
     except KeyboardInterrupt:

@@ -19,7 +19,11 @@ from .schema import FORMAT, TABLES
 
 
 class RunFormatError(ValueError):
-    """A run directory this version cannot read."""
+    """A run directory this version cannot read (exit 1)."""
+
+
+class NotARunError(RunFormatError):
+    """A path given as a run directory that is none (bad usage: exit 2)."""
 
 
 class Run(NamedTuple):
@@ -68,7 +72,7 @@ def read_meta(run_dir: Path | str) -> dict:
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
-        raise RunFormatError(f"{run_dir} is not a run directory: no meta.json "
+        raise NotARunError(f"{run_dir} is not a run directory: no meta.json "
                              "(give a directory made by `python -m bench run`)") from None
     except json.JSONDecodeError as e:
         raise RunFormatError(f"{path} is not valid JSON ({e}); the run is damaged") from None

@@ -145,7 +145,7 @@ def test_unwritable_out_is_a_runtime_error_with_the_fix(tmp_path, capsys):
 def test_resume_of_a_directory_that_is_not_a_run(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["run", "--resume", str(tmp_path)])
-    assert exc.value.code == 1
+    assert exc.value.code == 2                                 # a wrong path is bad usage
     assert "no meta.json" in capsys.readouterr().err
 
 

@@ -133,3 +133,13 @@ def test_bench_compare_cli(pair):
                        capture_output=True, text=True, timeout=300, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert "## throughput_msgs_s" in r.stdout
+
+
+def test_a_path_that_is_not_a_run_is_bad_usage(tmp_path, capsys):
+    from bench.cli import main
+    for argv in (["report", str(tmp_path)], ["compare", str(tmp_path / "nope"), str(tmp_path)]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "not a run directory" in err
