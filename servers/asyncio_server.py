@@ -54,13 +54,11 @@ differ only in the loop underneath. Facts that shape it:
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
-import time
 
-from .core import _NO_FDS, _RESET, BACKLOG, HIGH_WATER, Stats, listen
+from .core import _NO_FDS, _RESET, BACKLOG, HIGH_WATER, Stats, append_snapshot, listen
 
 NAMES = ("asyncio", "uvloop")
 _STOP = (signal.SIGTERM, signal.SIGINT)
@@ -226,11 +224,8 @@ class AsyncioServer:
         return snap
 
     def write_snapshot(self) -> None:
-        if self.snapshot_file is None:
-            return
-        snap = self.stats_dict()
-        snap["monotonic_s"] = time.monotonic()
-        self.snapshot_file.write(json.dumps(snap, sort_keys=True) + "\n")
+        if self.snapshot_file is not None:
+            append_snapshot(self.snapshot_file, self.stats_dict())
 
     def shutdown(self) -> dict:
         """Count open connections as `shutdown`, take the stats, close everything."""

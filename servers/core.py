@@ -199,11 +199,8 @@ class Server:
         The load generator signals at the start and end of its measured
         window, so a window's wait calls and CPU are the difference of two lines.
         """
-        if self._snap_file is None:
-            return
-        snap = self.stats.to_dict()
-        snap["monotonic_s"] = time.monotonic()
-        self._snap_file.write(json.dumps(snap, sort_keys=True) + "\n")
+        if self._snap_file is not None:
+            append_snapshot(self._snap_file, self.stats.to_dict())
 
     # -- the contract every loop calls -------------------------------------
 
@@ -404,6 +401,11 @@ class Server:
                 pass
         except BlockingIOError:
             pass
+
+
+def append_snapshot(f, stats: dict) -> None:
+    """One SIGUSR1 snapshot line: the counters so far, stamped with CLOCK_MONOTONIC."""
+    f.write(json.dumps({**stats, "monotonic_s": time.monotonic()}, sort_keys=True) + "\n")
 
 
 def write_stats(stats: dict, path: str | None) -> None:

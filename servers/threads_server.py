@@ -48,13 +48,12 @@ format and the core's constants. Facts that shape it:
 from __future__ import annotations
 
 import errno
-import json
 import signal
 import socket
 import threading
 import time
 
-from .core import _NO_FDS, _RESET, BUFSIZE, Stats, listen
+from .core import _NO_FDS, _RESET, BUFSIZE, Stats, append_snapshot, listen
 
 NAME = "threads"
 STACK_BYTES = 256 * 1024    # per thread; the default is RLIMIT_STACK (8 MiB)
@@ -213,11 +212,8 @@ class ThreadServer:
         return snap
 
     def write_snapshot(self) -> None:
-        if self.snapshot_file is None:
-            return
-        snap = self.stats_dict()
-        snap["monotonic_s"] = time.monotonic()
-        self.snapshot_file.write(json.dumps(snap, sort_keys=True) + "\n")
+        if self.snapshot_file is not None:
+            append_snapshot(self.snapshot_file, self.stats_dict())
 
     def shutdown(self) -> dict:
         """Wake and close every connection (counted as `shutdown`), return the stats."""
