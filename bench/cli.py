@@ -50,9 +50,9 @@ def build_parser() -> OneLineParser:
 def cmd_run(args) -> int:
     from servers.cli import UsageError
 
-    from .profile import ProfileError
-    from .run import Interrupted, RunError, run
-    from .store import read_meta
+    from bench.sweep.profile import ProfileError
+    from bench.sweep.run import Interrupted, RunError, run
+    from bench.rundir.store import read_meta
     try:
         run_dir = run(profile=args.profile, out=args.out, resume=args.resume, only=args.only)
     except (ProfileError, UsageError) as e:
@@ -67,25 +67,25 @@ def cmd_run(args) -> int:
 
 
 def cmd_micro(args) -> int:
-    from .micro import run_micro
+    from bench.tasks.micro import run_micro
     print(run_micro(out=args.out, quick=args.quick))
     return 0
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
+    from bench.report.render import write_report
     print(write_report(args.run_dir))
     return 0
 
 
 def cmd_compare(args) -> int:
-    from .compare import compare_runs
+    from bench.report.compare import compare_runs
     print(compare_runs(args.run_a, args.run_b))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .store import NotARunError, RunFormatError
+    from bench.rundir.store import NotARunError, RunFormatError
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

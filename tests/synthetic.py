@@ -1,4 +1,4 @@
-"""Synthetic run directories with known answers, written through bench.store.
+"""Synthetic run directories with known answers, written through bench.rundir.store.
 
 `make_run(dir, ...)` writes meta.json (format 1), points.csv and micro.csv
 (and, on request, probes.json, memory.csv, syscalls.csv) whose costs follow
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.schema import MEMORY_COLUMNS, MICRO_COLUMNS, POINT_COLUMNS, SYSCALL_COLUMNS
-from bench.store import append_row, write_json
+from bench.rundir.schema import MEMORY_COLUMNS, MICRO_COLUMNS, POINT_COLUMNS, SYSCALL_COLUMNS
+from bench.rundir.store import append_row, write_json
 
 MECHS = ("select", "poll", "epoll", "epoll-et")
 FD_SETSIZE = 1024
@@ -31,7 +31,7 @@ ACTIVITY_CPU = {"select": (30.0, 12.0), "poll": (28.0, 11.0),
                 "epoll": (20.0, 11.5), "epoll-et": (19.0, 11.0)}
 RATIOS = (0.01, 0.1, 0.5, 1.0)
 
-META = {  # the shape bench.meta.collect_meta writes
+META = {  # the shape bench.rundir.meta.collect_meta writes
     "format": 1, "state": "complete",
     "started_at": "2025-01-01T00:00:00+00:00", "ended_at": "2025-01-01T00:15:00+00:00",
     "kernel": {"release": "6.1.0-synthetic", "version": "#1 SMP", "machine": "x86_64"},
@@ -220,7 +220,7 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
 
 def probes_doc(value_limit=True, kernel_takes_high_fd=True, poll_einval=True,
                et_writes_reported=2, eventpoll_mapped=False) -> dict:
-    """probes.json in the shape bench.probes writes (only the fields claims read)."""
+    """probes.json in the shape bench.tasks.probes writes (only the fields claims read)."""
     def tested(outcome):
         return {"status": "tested", "outcome": outcome, "reading": "synthetic"}
     return {"probes": {

@@ -1,4 +1,4 @@
-"""bench.analysis: the CI method, the fits, and what is set aside, on synthetic runs."""
+"""bench.analysis.stats: the CI method, the fits, and what is set aside, on synthetic runs."""
 
 import math
 
@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import analysis as an
-from bench.claims import grows_linearly, is_flat
-from bench.store import load_run
+from bench.analysis import stats as an
+from bench.analysis.claims import grows_linearly, is_flat
+from bench.rundir.store import load_run
 from synthetic import MICRO_SLOPES, SCAN_SLOPES, make_run
 
 

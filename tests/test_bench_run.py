@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.run import RUN_ENV
-from bench.store import load_run
+from bench.sweep.run import RUN_ENV
+from bench.rundir.store import load_run
 
 pytestmark = pytest.mark.skipif(
     not (Path(__file__).parent.parent / "loadgen" / "__main__.py").exists(),
@@ -219,7 +219,7 @@ def test_no_ready_within_the_deadline_is_a_failed_point_and_nothing_is_left(tmp_
 
 
 def test_only_runs_a_subset_and_resume_adds_the_rest(tmp_path, capsys):
-    from bench.run import run
+    from bench.sweep.run import run
     profile = tmp_path / "tiny.toml"
     profile.write_text(TINY)
     run_dir = run(profile=profile, out=tmp_path / "run", only="-c10-")

@@ -2,9 +2,9 @@
 
 import pytest
 
-from bench.plan import Point
-from bench.schema import POINT_COLUMNS
-from bench.tidy import noise_cpu_pct, to_row, window_delta
+from bench.sweep.plan import Point
+from bench.rundir.schema import POINT_COLUMNS
+from bench.sweep.tidy import noise_cpu_pct, to_row, window_delta
 
 POINT = Point(id="scan-epoll-c1000-a10-s64-r2", experiment="scan", mechanism="epoll",
               connections=1000, active=10, msg_size=64, rate=None, rep=2, warmup_s=0.5,

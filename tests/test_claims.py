@@ -1,11 +1,11 @@
-"""bench.claims: every verdict outcome, produced by synthetic data built for it."""
+"""bench.analysis.claims: every verdict outcome, produced by synthetic data built for it."""
 
 import pytest
 
-from bench import claims
-from bench.claims import NOT_TESTED, PARTLY, REFUTED, SUPPORTED
-from bench.plots import FIGURES
-from bench.store import load_run
+from bench.analysis import claims
+from bench.analysis.claims import NOT_TESTED, PARTLY, REFUTED, SUPPORTED
+from bench.report.plots import FIGURES
+from bench.rundir.store import load_run
 from synthetic import FULL_SYNTHETIC, make_run, probes_doc
 
 FLAT = {"select": 0.0, "poll": 0.0, "epoll": 0.0, "epoll-et": 0.0}

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from bench.goals import reference_ratios, speed_goals
+from bench.analysis.goals import reference_ratios, speed_goals
 
 
 def row(experiment, mechanism, cpu, **kw):

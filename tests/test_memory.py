@@ -1,4 +1,4 @@
-"""bench.memory: real servers holding real idle connections, and the share arithmetic."""
+"""bench.tasks.memory: real servers holding real idle connections, and the share arithmetic."""
 
 import csv
 import json
@@ -6,9 +6,9 @@ import json
 import pytest
 
 import servers
-from bench import memory
-from bench.profile import fd_limit
-from bench.schema import MEMORY_COLUMNS
+from bench.tasks import memory
+from bench.sweep.profile import fd_limit
+from bench.rundir.schema import MEMORY_COLUMNS
 
 N = 1000
 

@@ -1,4 +1,4 @@
-"""bench.micro on real socketpairs in real child processes, at a tiny scale."""
+"""bench.tasks.micro on real socketpairs in real child processes, at a tiny scale."""
 
 import csv
 import json
@@ -7,9 +7,9 @@ import resource
 
 import pytest
 
-from bench import micro
-from bench.schema import MICRO_COLUMNS
-from bench.store import RunFormatError
+from bench.tasks import micro
+from bench.rundir.schema import MICRO_COLUMNS
+from bench.rundir.store import RunFormatError
 
 SMALL, PAST_SETSIZE = 4, 1100        # 1100 registered: descriptors above 1023
 

@@ -22,7 +22,7 @@ def test_the_committed_notebook_has_its_outputs_cleared():
 def test_the_notebook_reads_runs_only_through_the_loader_and_the_plot_functions():
     source = "\n".join(c.source for c in nbformat.read(NOTEBOOK, as_version=4).cells if c.cell_type == "code")
     assert "load_run(" in source and "read_csv" not in source and "json.load" not in source
-    from bench import plots
+    from bench.report import plots
     for name, spec in plots.FIGURES.items():
         assert f"plots.{spec.plot.__name__}(" in source, f"the notebook does not rebuild {name}"
 

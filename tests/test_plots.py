@@ -1,4 +1,4 @@
-"""bench.plots: every figure as PNG and SVG, one colour per mechanism, units, hollow flagged points."""
+"""bench.report.plots: every figure as PNG and SVG, one colour per mechanism, units, hollow flagged points."""
 
 import matplotlib
 
@@ -12,10 +12,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.collections import PathCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from bench import analysis as an  # noqa: E402
-from bench import plots  # noqa: E402
-from bench.schema import TABLES  # noqa: E402
-from bench.store import load_run  # noqa: E402
+from bench.analysis import stats as an  # noqa: E402
+from bench.report import plots  # noqa: E402
+from bench.rundir.schema import TABLES  # noqa: E402
+from bench.rundir.store import load_run  # noqa: E402
 from synthetic import make_run  # noqa: E402
 from tiny_run import synthetic_run, tiny_run, tiny_run_dir  # noqa: E402,F401
 

@@ -1,12 +1,10 @@
-"""bench.probes: each probe, in its own child, records what the kernel did."""
+"""bench.tasks.probes: each probe, in its own child, records what the kernel did."""
 
 import json
 
 import pytest
 
-from bench import probes
-
-
+from bench.tasks import probes
 @pytest.fixture(scope="module")
 def doc(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("probes")

@@ -2,10 +2,10 @@
 
 import pytest
 
-from bench import plan
+from bench.sweep import plan
 from bench.cli import main
-from bench.profile import ProfileError, load, parse
-from bench.schema import EXPERIMENTS
+from bench.sweep.profile import ProfileError, load, parse
+from bench.rundir.schema import EXPERIMENTS
 
 GOOD = """
 repetitions = 1
@@ -150,8 +150,8 @@ def test_resume_of_a_directory_that_is_not_a_run(tmp_path, capsys):
 
 
 def test_reference_servers_are_accepted_and_labelled():
-    from bench.plan import points
-    from bench.profile import parse
+    from bench.sweep.plan import points
+    from bench.sweep.profile import parse
     p = parse(GOOD.replace('"epoll"]', '"epoll", "uvloop", "threads"]'))
     mechs = {pt.mechanism for pt in points(p, seed=1) if hasattr(pt, "mechanism")}
     assert {"uvloop", "threads"} <= mechs

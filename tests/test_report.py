@@ -1,4 +1,4 @@
-"""bench.report and bench.compare: the documents a reader gets from a run."""
+"""bench.report.render and bench.report.compare: the documents a reader gets from a run."""
 
 import re
 import subprocess
@@ -10,10 +10,10 @@ matplotlib.use("Agg")
 
 import pytest  # noqa: E402
 
-from bench import plots  # noqa: E402
-from bench.compare import compare_runs  # noqa: E402
-from bench.report import write_report  # noqa: E402
-from bench.store import load_run  # noqa: E402
+from bench.report import plots  # noqa: E402
+from bench.report.compare import compare_runs  # noqa: E402
+from bench.report.render import write_report  # noqa: E402
+from bench.rundir.store import load_run  # noqa: E402
 from synthetic import make_run  # noqa: E402
 from tiny_run import REPO, synthetic_run, tiny_run, tiny_run_dir  # noqa: E402,F401
 

@@ -1,4 +1,4 @@
-"""bench.syscalls and the run's tasks: real servers, a real tracer, or the reason there is none."""
+"""bench.tasks.syscalls and the run's tasks: real servers, a real tracer, or the reason there is none."""
 
 import csv
 import json
@@ -6,9 +6,11 @@ import json
 import pytest
 
 import servers
-from bench import plan, profile, syscalls
-from bench.run import run
-from bench.schema import SYSCALL_COLUMNS
+from bench.sweep import plan
+from bench.sweep import profile
+from bench.tasks import syscalls
+from bench.sweep.run import run
+from bench.rundir.schema import SYSCALL_COLUMNS
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ import math
 
 import pandas as pd
 
-from . import analysis as an
-from .schema import REFERENCES
+from bench.analysis import stats as an
+from bench.rundir.schema import REFERENCES
 
 BUDGET_S = {"quick": 120, "default": 900, "full": 3600}   # the profiles' promises
 CONNECT_GOAL_S = 1.0

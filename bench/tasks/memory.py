@@ -2,14 +2,14 @@
 
 For each N and mechanism a server starts, the machine is read (slab caches,
 /proc/meminfo, the server's VmRSS and descriptors), a plain client opens N
-connections and holds them idle (`python -m bench.memory hold`: blocking
+connections and holds them idle (`python -m bench.tasks.memory hold`: blocking
 sockets, no multiplexer, so it adds no epoll objects of its own), the
 machine is read again once the server holds them all, and the client resets
 every connection (SO_LINGER 0: no TIME_WAIT left for the next measurement).
 
 Both ends of a loopback connection live in the same slab caches, so every
 delta counts two sockets. A control per N, the same client against a bare
-holder that only accepts (`python -m bench.memory bare`: no multiplexer),
+holder that only accepts (`python -m bench.tasks.memory bare`: no multiplexer),
 measures the bare pair. A server's share of a cache is its delta minus the
 client's part of the control's delta:
 
@@ -33,7 +33,7 @@ of /proc/meminfo, every cache); per_conn_rss_bytes is the VmRSS growth per
 connection and per_conn_kernel_bytes the four caches' share per connection.
 Without /proc/slabinfo the cache columns are empty and memory.json says why.
 
-    python -m bench.memory RUN_DIR [--connections 1000 5000] [--mechanisms ...]
+    python -m bench.tasks.memory RUN_DIR [--connections 1000 5000] [--mechanisms ...]
 """
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import procs
-from .meta import now_iso
-from .schema import FORMAT, MEMORY_COLUMNS
+from bench.tasks import procs
+from bench.rundir.meta import now_iso
+from bench.rundir.schema import FORMAT, MEMORY_COLUMNS
 
 CACHES = ("eventpoll_epi", "eventpoll_pwq", "TCP", "sock_inode_cache")
 MEMINFO = ("Slab", "SReclaimable", "SUnreclaim", "KernelStack", "PageTables", "MemAvailable")
@@ -202,7 +202,7 @@ def bare() -> int:
 def measure(mechanism: str, n: int, lines: dict | None, *, env=None, server_cpus=None,
             ready_timeout_s: float = 10.0) -> dict:
     """Hold n idle connections on one server; the readings before and while holding."""
-    argv = ([sys.executable, "-m", "bench.memory", "bare"] if mechanism == CONTROL
+    argv = ([sys.executable, "-m", "bench.tasks.memory", "bare"] if mechanism == CONTROL
             else [sys.executable, "-m", "servers", mechanism, "--port", "0",
                   "--stats", os.devnull])
     server = client = None
@@ -213,7 +213,7 @@ def measure(mechanism: str, n: int, lines: dict | None, *, env=None, server_cpus
         pid = int(pid)
         _wait_quiet(lines)
         before = read_state(pid, lines)
-        client = procs.Child("client", [sys.executable, "-m", "bench.memory", "hold", host, port,
+        client = procs.Child("client", [sys.executable, "-m", "bench.tasks.memory", "hold", host, port,
                                         str(n)], env=env)
         held, failure, _ = client.read_ready(HOLD_TIMEOUT_S + n / 1000)
         if int(held) < n:
@@ -356,7 +356,7 @@ def limits() -> dict:
 def run_memory(run_dir, mechanisms, connections, *, fd_limits=None, env=None, server_cpus=None,
                log=None) -> dict:
     """Measure every (N, mechanism) plus the control; append memory.csv, write memory.json."""
-    from .store import append_row, write_json      # pandas: only in the orchestrator
+    from bench.rundir.store import append_row, write_json      # pandas: only in the orchestrator
     log = log or sys.stderr
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -449,13 +449,13 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bare"]:
         return bare()
     import argparse
-    p = argparse.ArgumentParser(prog="python -m bench.memory",
+    p = argparse.ArgumentParser(prog="python -m bench.tasks.memory",
                                 description="Memory per idle connection; appends RUN_DIR/memory.csv.")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--connections", nargs="+", type=int, default=[1000])
     p.add_argument("--mechanisms", nargs="+", default=["select", "poll", "epoll", "epoll-et"])
     args = p.parse_args(argv)
-    from .meta import raise_fd_limit
+    from bench.rundir.meta import raise_fd_limit
     raise_fd_limit()
     run_memory(args.run_dir, args.mechanisms, args.connections, fd_limits={"select": 1024})
     print(Path(args.run_dir) / "memory.csv")

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import analysis as an
-from . import claims, goals, plots
-from .claims import num
-from .store import Run, load_run
+from bench.analysis import stats as an
+from bench.analysis import claims
+from bench.analysis import goals
+from bench.report import plots
+from bench.analysis.claims import num
+from bench.rundir.store import Run, load_run
 
 METHODS = (
     "Medians are over repetitions; their CI is the exact order-statistic interval "
@@ -312,7 +314,7 @@ def build(run: Run) -> list[tuple]:
 
 
 def _meta_table(meta: dict) -> pd.DataFrame:
-    """meta.json (bench.meta) as field/value rows a reader can scan."""
+    """meta.json (bench.rundir.meta) as field/value rows a reader can scan."""
     def d(key):
         v = meta.get(key)
         return v if isinstance(v, dict) else {}

@@ -6,7 +6,7 @@ three rule functions (`grows_linearly`, `is_flat`, `differs`), and one
 function per claim that reads the run and applies them. Data decide: a claim
 whose data are absent from the run is "not tested", with the reason, and no
 point measured while saturated or noisy, and no failed point, enters a number
-(see bench.analysis.classify).
+(see bench.analysis.stats.classify).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import analysis as an
-from .store import Run, load_run
+from bench.analysis import stats as an
+from bench.rundir.store import Run, load_run
 
 # ---------------------------------------------------------------- thresholds
 # CLAIMS.md: "the 95% confidence interval of the fitted slope excludes zero"
@@ -213,7 +213,7 @@ class Evidence:
 
 
 def read_probes(run_dir: Path) -> dict:
-    """probes.json (bench.probes) as {claim id: entry}; {} when absent or unreadable."""
+    """probes.json (bench.tasks.probes) as {claim id: entry}; {} when absent or unreadable."""
     try:
         doc = json.loads((Path(run_dir) / "probes.json").read_text())
     except (OSError, ValueError):
@@ -222,7 +222,7 @@ def read_probes(run_dir: Path) -> dict:
 
 
 def read_task_json(run_dir: Path, name: str) -> dict:
-    """syscalls.json (bench.syscalls) or memory.json (bench.memory); {} when absent or unreadable."""
+    """syscalls.json (bench.tasks.syscalls) or memory.json (bench.tasks.memory); {} when absent or unreadable."""
     try:
         doc = json.loads((Path(run_dir) / name).read_text())
     except (OSError, ValueError):
@@ -746,7 +746,7 @@ def _c8(ev: Evidence) -> Verdict:
 
 
 def _limits_per_gb(meta: dict) -> dict[str, float]:
-    """Connections per GiB implied by the kernel limits in meta.json (bench.meta):
+    """Connections per GiB implied by the kernel limits in meta.json (bench.rundir.meta):
     fs.file-max and fs.epoll.max_user_watches over memory.mem_total_bytes."""
     mem = (meta.get("memory") or {}).get("mem_total_bytes")
     limits = meta.get("limits") or {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .schema import POINT_COLUMNS, REFERENCES
+from bench.rundir.schema import POINT_COLUMNS, REFERENCES
 
 # Per-window counters the server snapshots on SIGUSR1 (start and end of the window).
 # A reference server without a wait call of ours (threads, asyncio, uvloop)

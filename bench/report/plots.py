@@ -3,7 +3,7 @@
 Every figure follows the same conventions, so a reader learns them once:
 one fixed colour per mechanism (references included, labelled "(reference)"),
 units on every axis, log axes where the values span decades, the median over
-repetitions as a line with its CI as a band (bench.analysis), saturated or
+repetitions as a line with its CI as a band (bench.analysis.stats), saturated or
 noisy repetitions drawn as hollow markers and left out of lines and fits.
 
 `df` is the run's table the figure reads (points, micro, syscalls or memory,
@@ -27,8 +27,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from . import analysis as an
-from .schema import MECHANISMS, REFERENCES
+from bench.analysis import stats as an
+from bench.rundir.schema import MECHANISMS, REFERENCES
 
 matplotlib.rcParams["svg.hashsalt"] = "iomux-bench"   # same figure, same SVG bytes
 
@@ -84,7 +84,7 @@ def _log_if_decades(ax: Axes, axis: str, values) -> None:
 # ---------------------------------------------------------------- selections
 
 class Selection(NamedTuple):
-    table: str                                    # attribute of bench.store.Run
+    table: str                                    # attribute of bench.rundir.store.Run
     select: Callable[[pd.DataFrame], pd.DataFrame]
 
 

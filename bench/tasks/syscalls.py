@@ -28,7 +28,7 @@ Output: syscalls.csv (schema.SYSCALL_COLUMNS) and syscalls.json (tracer
 detection, per point: intervals, throughput with and without tracing,
 coverage, the wait syscall, the bytes one wait call passes).
 
-    python -m bench.syscalls RUN_DIR [--mechanisms ...] [--point C:A[:S] ...]
+    python -m bench.tasks.syscalls RUN_DIR [--mechanisms ...] [--point C:A[:S] ...]
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import procs
-from .meta import now_iso
-from .schema import FORMAT, SYSCALL_COLUMNS
+from bench.tasks import procs
+from bench.rundir.meta import now_iso
+from bench.rundir.schema import FORMAT, SYSCALL_COLUMNS
 
 # strace first: its attach is confirmed exactly (TracerPid), so the trace and the
 # counted interval match; perf gives no such signal, and on this project's
@@ -416,7 +416,7 @@ def run_syscalls(run_dir, mechanisms, points, *, warmup_s: float = 0.5, window_s
     points: [(connections, active, msg_size)]. fd_limits: {mechanism: most
     descriptor value it serves} (select: FD_SETSIZE); points past it are skipped.
     """
-    from .store import append_row, write_json      # pandas: only in the orchestrator
+    from bench.rundir.store import append_row, write_json      # pandas: only in the orchestrator
     log = log or sys.stderr
     run_dir = Path(run_dir)
     work = run_dir / ".work" / "syscalls"
@@ -484,7 +484,7 @@ def read_syscalls_json(run_dir) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    p = argparse.ArgumentParser(prog="python -m bench.syscalls",
+    p = argparse.ArgumentParser(prog="python -m bench.tasks.syscalls",
                                 description="Syscall profile of each server; appends RUN_DIR/syscalls.csv.")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--mechanisms", nargs="+", default=["select", "poll", "epoll", "epoll-et"])
@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     for text in args.point or ["100:10"]:
         parts = [int(x) for x in text.split(":")]
         points.append((parts[0], parts[1], parts[2] if len(parts) > 2 else 64))
-    from .meta import raise_fd_limit
+    from bench.rundir.meta import raise_fd_limit
     raise_fd_limit()
     run_syscalls(args.run_dir, args.mechanisms, points, tracer=args.tracer, window_s=args.window,
                  fd_limits={"select": 1024})

@@ -9,7 +9,7 @@
       -> tasks (micro, probes, syscalls, memory), meta.json (state, counts), the report
 
 Every child is in its own process group and killed on any exit path
-(bench.procs); Ctrl-C, SIGTERM and SIGHUP stop the run between writes, keep
+(bench.tasks.procs); Ctrl-C, SIGTERM and SIGHUP stop the run between writes, keep
 every finished point and mark meta.json interrupted.
 """
 
@@ -34,11 +34,15 @@ import psutil
 
 from servers.cli import UsageError
 
-from . import plan, procs, tidy
-from .meta import collect_meta, now_iso, raise_fd_limit, rlimit_nofile
-from .profile import Profile, fd_limit, load, parse
-from .schema import FORMAT, POINT_COLUMNS
-from .store import append_row, read_meta, write_json
+from bench.sweep import plan
+
+from bench.tasks import procs
+
+from bench.sweep import tidy
+from bench.rundir.meta import collect_meta, now_iso, raise_fd_limit, rlimit_nofile
+from bench.sweep.profile import Profile, fd_limit, load, parse
+from bench.rundir.schema import FORMAT, POINT_COLUMNS
+from bench.rundir.store import append_row, read_meta, write_json
 
 RESULTS = Path("results")
 SAMPLE_EVERY_S = 0.1             # orchestrator CPU samples while the load generator runs
@@ -393,12 +397,12 @@ def _read_lines(path: Path) -> list[dict]:
 # -- tasks ------------------------------------------------------------------------
 
 def _run_micro(task: plan.Task, run_dir: Path, ctx: Context | None = None) -> str:
-    from .micro import run_micro
+    from bench.tasks.micro import run_micro
     return str(run_micro(out=run_dir, quick=task.quick))
 
 
 def _run_probes(task: plan.Task, run_dir: Path, ctx: Context | None = None) -> str:
-    from .probes import run_probes
+    from bench.tasks.probes import run_probes
     doc = run_probes(run_dir)
     tested = sum(1 for e in doc["probes"].values() if e["status"] == "tested")
     return f"{run_dir / 'probes.json'} ({tested} of {len(doc['probes'])} probes tested)"
@@ -412,7 +416,7 @@ def _task_kwargs(task: plan.Task, ctx: Context | None) -> dict:
 
 
 def _run_syscalls(task: plan.Task, run_dir: Path, ctx: Context | None = None) -> str:
-    from .syscalls import run_syscalls
+    from bench.tasks.syscalls import run_syscalls
     e = task.spec
     kw = _task_kwargs(task, ctx)
     if ctx is not None:
@@ -431,7 +435,7 @@ def _run_syscalls(task: plan.Task, run_dir: Path, ctx: Context | None = None) ->
 
 
 def _run_memory(task: plan.Task, run_dir: Path, ctx: Context | None = None) -> str:
-    from .memory import run_memory
+    from bench.tasks.memory import run_memory
     e = task.spec
     doc = run_memory(run_dir, e.mechanisms, e.connections, **_task_kwargs(task, ctx))
     ok = [m for m in doc["measurements"] if not m["error"] and m["mechanism"] != "control"]
@@ -444,10 +448,10 @@ def _run_memory(task: plan.Task, run_dir: Path, ctx: Context | None = None) -> s
 
 
 TASK_RUNNERS = {  # kind -> (runner, module it needs)
-    "micro": (_run_micro, "bench.micro"),
-    "probes": (_run_probes, "bench.probes"),
-    "syscalls": (_run_syscalls, "bench.syscalls"),
-    "memory": (_run_memory, "bench.memory"),
+    "micro": (_run_micro, "bench.tasks.micro"),
+    "probes": (_run_probes, "bench.tasks.probes"),
+    "syscalls": (_run_syscalls, "bench.tasks.syscalls"),
+    "memory": (_run_memory, "bench.tasks.memory"),
 }
 
 
@@ -553,10 +557,10 @@ def _context(run_dir: Path, prof: Profile) -> Context:
 
 
 def _write_report(run_dir: Path, log) -> None:
-    if importlib.util.find_spec("bench.report") is None:
-        print("report: bench.report is not available yet; skipped", file=log, flush=True)
+    if importlib.util.find_spec("bench.report.render") is None:
+        print("report: bench.report.render is not available yet; skipped", file=log, flush=True)
         return
-    from .report import write_report
+    from bench.report.render import write_report
     try:
         path = write_report(run_dir)
     except Exception as e:

@@ -11,7 +11,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from .schema import FORMAT
+from bench.rundir.schema import FORMAT
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("iomux-bench", "numpy", "pandas", "matplotlib", "psutil", "hdrhistogram", "uvloop",

@@ -61,7 +61,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from time import perf_counter_ns
 
-from .schema import FORMAT, MICRO_COLUMNS
+from bench.rundir.schema import FORMAT, MICRO_COLUMNS
 
 FD_SETSIZE = 1024
 MAXEVENTS = 1024             # servers/epoll_loop.py MAXEVENTS: the same call as the server
@@ -103,7 +103,7 @@ def run_micro(out=None, quick: bool = False, *, sizes=None, samples: int | None 
     `sizes`, `samples` (a fixed count per process), `ops` and `processes`
     override the profile (tests use a tiny configuration).
     """
-    from .store import RunFormatError, append_row, write_json   # pandas: parent only
+    from bench.rundir.store import RunFormatError, append_row, write_json   # pandas: parent only
     profile = PROFILES["quick" if quick else "default"]
     if sizes is not None:
         profile = Profile(**{**asdict(profile), "sizes": tuple(sizes)})
@@ -342,7 +342,7 @@ def _run_id() -> str:
 
 
 def _write_min_meta(run_dir: Path, started_at: str, limits: dict, state: str) -> None:
-    from .store import write_json
+    from bench.rundir.store import write_json
     # only for a run directory micro created itself: load_run needs a meta.json
     meta = {"format": FORMAT, "state": state, "started_at": started_at,
             "ended_at": _utc_now() if state != "running" else None,

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from .schema import FORMAT, TABLES
+from bench.rundir.schema import FORMAT, TABLES
 
 
 class RunFormatError(ValueError):

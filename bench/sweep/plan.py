@@ -6,7 +6,7 @@ import itertools
 import random
 from dataclasses import asdict, dataclass
 
-from .profile import RUNS_PAST_FD_LIMIT, Experiment, Profile, ProfileError, fd_limit
+from bench.sweep.profile import RUNS_PAST_FD_LIMIT, Experiment, Profile, ProfileError, fd_limit
 
 REFUSED_FD_SETSIZE = "refused: FD_SETSIZE"
 TASK_FD_SLACK = 16       # descriptors a server holds besides its connections (tasks skip past it)

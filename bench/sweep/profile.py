@@ -41,16 +41,16 @@ an error instead of a refused row),
 server_max_fds (the server's --max-fds), and the run-wide overrides.
 
 Task fields (a task runs once per run directory, after the sweep):
-micro: quick (the small sizes). probes: none (bench.probes -> probes.json).
-syscalls (bench.syscalls -> syscalls.csv, syscalls.json): points (a list of
+micro: quick (the small sizes). probes: none (bench.tasks.probes -> probes.json).
+syscalls (bench.tasks.syscalls -> syscalls.csv, syscalls.json): points (a list of
 {connections, active | active_ratio, msg_size}), mechanisms, warmup_s,
 window_s (each of the untraced and the traced interval), tracer (auto |
-perf | strace). memory (bench.memory -> memory.csv, memory.json):
+perf | strace). memory (bench.tasks.memory -> memory.csv, memory.json):
 connections (idle connections held), mechanisms.
 
 Open to growth: a new sweep kind is a new name in schema.EXPERIMENTS; a
 new task is a name in TASKS, its fields in TASK_FIELDS and a runner in
-bench.run.TASK_RUNNERS; a new mechanism is a new entry in servers.MECHANISMS
+bench.sweep.run.TASK_RUNNERS; a new mechanism is a new entry in servers.MECHANISMS
 (or servers.REFERENCES, labelled as a reference in every row),
 which this module reads.
 """
@@ -64,7 +64,7 @@ from pathlib import Path
 
 import servers
 
-from .schema import EXPERIMENTS
+from bench.rundir.schema import EXPERIMENTS
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 

@@ -3,7 +3,7 @@
 One table per measure, hyperfine style: each point's median in A and in B
 with its CI, the ratio B/A, the ratio to epoll at the same point in each run
 ("relative"), and whether the difference is significant. Significant means
-the CIs do not overlap (CLAIMS.md's comparison rule, bench.claims.differs);
+the CIs do not overlap (CLAIMS.md's comparison rule, bench.analysis.claims.differs);
 with one repetition there is no CI and nothing is called significant. Micro
 rows have no CI (micro.csv keeps p10/p90 of the samples), so there the
 stricter test is used: the p10–p90 ranges do not overlap. A warning comes
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import analysis as an
-from . import claims
-from .claims import num
-from .store import Run, load_run
+from bench.analysis import stats as an
+from bench.analysis import claims
+from bench.analysis.claims import num
+from bench.rundir.store import Run, load_run
 
 # measure -> (unit, better: "higher" | "lower")
 MEASURES = {

@@ -5,7 +5,7 @@ descriptors never leak into the next one) and returns what it observed; the
 parent turns that outcome into a short reading and writes run_dir/probes.json.
 A probe that cannot run here is recorded as "not tested" with the reason.
 
-    python -m bench.probes RUN_DIR
+    python -m bench.tasks.probes RUN_DIR
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .micro import FD_SETSIZE, ChildFailed, raise_nofile_limit, run_in_child
-from .schema import FORMAT
+from bench.tasks.micro import FD_SETSIZE, ChildFailed, raise_nofile_limit, run_in_child
+from bench.rundir.schema import FORMAT
 
 PROBE_TIMEOUT_S = 120.0
 C1_FD = 2000                 # a single socket moved here: far above FD_SETSIZE
@@ -315,7 +315,7 @@ PROBES = {  # claim -> (what the probe does, child function, reading)
 
 def run_probes(run_dir) -> dict:
     """Run every probe in its own fresh child; write run_dir/probes.json and return it."""
-    from .store import write_json          # pandas: parent only
+    from bench.rundir.store import write_json          # pandas: parent only
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     doc = {"format": FORMAT, "started_at": _utc_now(), "kernel": platform.release(),
@@ -365,7 +365,7 @@ def _utc_now() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    p = argparse.ArgumentParser(prog="python -m bench.probes",
+    p = argparse.ArgumentParser(prog="python -m bench.tasks.probes",
                       description="Kernel probes for C1, C4, C5, C6; writes RUN_DIR/probes.json.")
     p.add_argument("run_dir", metavar="RUN_DIR")
     args = p.parse_args(argv)

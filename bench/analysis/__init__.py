@@ -1,0 +1,6 @@
+"""From a run directory's tables to numbers and verdicts; reads files, starts nothing.
+
+stats (medians with CIs, fits), claims (the verdict rules of CLAIMS.md, the
+evidence readers, one function per claim), goals (the speed goals read off
+the run). May import rundir only.
+"""
