@@ -8,14 +8,13 @@ failed point or a runtime error (the JSON is still written), 2 for bad usage.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import signal
 import socket
 import sys
 
 from servers.cli import OneLineParser, die, is_loopback
+from servers.sysutil import raise_nofile_limit, write_json
 
 from .run import run
 from .spec import ARRIVALS, LoadSpec, SpecError, check, parse_cpus, parse_target
@@ -119,18 +118,6 @@ def summary(doc: dict) -> str:
     return text
 
 
-def write_json(doc: dict, path: str | None) -> None:
-    text = json.dumps(doc, sort_keys=True, indent=2) + "\n"
-    if path is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def check_writable(path: str) -> None:
     probe = f"{path}.probe{os.getpid()}"
     try:
@@ -161,15 +148,14 @@ def main(argv: list[str] | None = None) -> int:
             die(PROG, f"--signal-pid {spec.signal_pid}: not allowed to signal it", 2)
     if args.out:
         check_writable(args.out)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))   # workers inherit it
+    raise_nofile_limit()                        # workers inherit it
     signal.signal(signal.SIGTERM, _terminate)   # through run()'s finally: workers killed
     try:
         doc = run(spec, address, family)
     except (KeyboardInterrupt, _Terminated) as e:
         die(PROG, f"{e or 'interrupted'}: the workers were stopped, no result written", 1)
     try:
-        write_json(doc, args.out)
+        write_json(args.out, doc)
     except OSError as e:
         die(PROG, f"cannot write --out {args.out}: {e.strerror}")
     print(f"loadgen: {summary(doc)}", file=sys.stderr)

@@ -67,12 +67,13 @@ JSON document, format 1 (names carry their unit; counts are integers):
 
 from __future__ import annotations
 
-import datetime
 import multiprocessing
 import os
 import signal
 import time
 from multiprocessing.connection import wait as wait_pipes
+
+from servers.sysutil import utc_now
 
 from . import latency, worker
 from .spec import LoadSpec
@@ -118,7 +119,7 @@ class _Inbox:
 
 def run(spec: LoadSpec, address: tuple, family: int) -> dict:
     """One load-generator run; returns the JSON document (see the module docstring)."""
-    started_at = _utc_now()
+    started_at = utc_now("milliseconds")
     ctx = multiprocessing.get_context("fork")
     procs, pipes = [], []
     signals = None
@@ -169,8 +170,7 @@ def _signal(pid: int, errors: list) -> float | None:
     return time.monotonic()
 
 
-def _utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
 
 
 def merge(spec: LoadSpec, inbox: _Inbox, signals: dict | None, started_at: str,
@@ -286,7 +286,7 @@ def merge(spec: LoadSpec, inbox: _Inbox, signals: dict | None, started_at: str,
         "target": f"{spec.host}:{spec.port}",
         "config": spec.to_config(),
         "started_at": started_at,
-        "ended_at": _utc_now(),
+        "ended_at": utc_now("milliseconds"),
         "window_s": round(window_s, 6),
         "window_start_monotonic_s": start_ns / 1e9,
         "window_end_monotonic_s": end_ns / 1e9,

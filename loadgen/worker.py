@@ -41,7 +41,6 @@ counts from when it should have gone (no coordinated omission).
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import random
@@ -55,6 +54,8 @@ import traceback
 from array import array
 from collections import deque
 from time import monotonic_ns
+
+from servers.sysutil import die_with_parent
 
 from . import latency
 from .spec import HEADER_BYTES, LoadSpec
@@ -116,19 +117,9 @@ class Conn:
         self.started_ns = 0
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)         # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass                                  # the control pipe's EOF still ends us
-    if os.getppid() != parent_pid:
-        os._exit(1)                           # the parent died before prctl
-
-
 def main(index: int, spec: LoadSpec, address: tuple, family: int, ctrl, parent_pid: int) -> None:
     """Process entry point: never raises, always exits."""
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)               # else the control pipe's EOF still ends us
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     code = 0

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import errno
 import os
-import resource
 import socket
 import sys
 import traceback
 
 from . import MECHANISMS, REFERENCES
 from .cli import OneLineParser, die, port_number, positive_int
-from .core import Server, write_stats
+from .core import Server
+from .sysutil import raise_nofile_limit, write_json
 
 PROG = "python -m servers"
 SERVERS = {**MECHANISMS, **REFERENCES}   # name -> module
@@ -45,13 +45,11 @@ def build_parser() -> OneLineParser:
 
 def set_fd_limit(max_fds: int | None) -> tuple[int, int]:
     """Raise the soft RLIMIT_NOFILE to the hard one, or lower it to max_fds."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = hard if max_fds is None else max_fds
-    if hard != resource.RLIM_INFINITY and want > hard:
-        die(PROG, f"--max-fds {want} is above the hard descriptor limit {hard}: "
-                  f"give at most {hard}", 2)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    return want, hard
+    try:
+        limits = raise_nofile_limit(max_fds)
+    except ValueError as e:
+        die(PROG, f"--max-fds {e}: give at most the hard limit", 2)
+    return limits["soft"], limits["hard"]
 
 
 def check_writable(path: str) -> None:
@@ -126,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     stats.update(rlimit_nofile={"soft": soft, "hard": hard}, failure=failure,
                  host=host, port=port, pid=os.getpid())
     try:
-        write_stats(stats, args.stats)
+        write_json(args.stats, stats)
     except OSError as e:
         die(PROG, f"cannot write --stats {args.stats}: {e.strerror}")
     if failure:

@@ -406,19 +406,3 @@ class Server:
 def append_snapshot(f, stats: dict) -> None:
     """One SIGUSR1 snapshot line: the counters so far, stamped with CLOCK_MONOTONIC."""
     f.write(json.dumps({**stats, "monotonic_s": time.monotonic()}, sort_keys=True) + "\n")
-
-
-def write_stats(stats: dict, path: str | None) -> None:
-    """Write the statistics JSON to path (atomically) or to stdout."""
-    text = json.dumps(stats, sort_keys=True, indent=2)
-    if path is None:
-        print(text, flush=True)
-        return
-    if os.path.exists(path) and not os.path.isfile(path):
-        with open(path, "w") as f:              # /dev/null, a FIFO: never replace it
-            f.write(text + "\n")
-        return
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text + "\n")
-    os.replace(tmp, path)

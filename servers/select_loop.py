@@ -25,9 +25,10 @@ import select
 from time import perf_counter_ns
 
 from .core import CLOSED, READ, WRITE, Server
+from .sysutil import FD_SETSIZE
 
 NAME = "select"
-FD_LIMIT = 1024                              # FD_SETSIZE
+FD_LIMIT = FD_SETSIZE
 
 
 def run(server: Server) -> None:

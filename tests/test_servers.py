@@ -373,13 +373,13 @@ def test_port_in_use_is_one_line_exit_1():
 
 
 def test_stats_to_a_fifo_writes_through_and_never_replaces_it(tmp_path):
-    from servers.core import write_stats
+    from servers.sysutil import write_json
     fifo = tmp_path / "stats.fifo"
     os.mkfifo(fifo)
     got = []
     reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
     reader.start()
-    write_stats({"format": 1, "mechanism": "epoll"}, str(fifo))
+    write_json(str(fifo), {"format": 1, "mechanism": "epoll"})
     reader.join(DEADLINE_S)
     assert json.loads(got[0])["mechanism"] == "epoll"
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)     # /dev/null must survive the same way

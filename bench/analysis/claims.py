@@ -20,6 +20,7 @@ import pandas as pd
 
 from bench.analysis import stats as an
 from bench.rundir.store import Run, load_run
+from servers.sysutil import FD_SETSIZE
 
 # ---------------------------------------------------------------- thresholds
 # CLAIMS.md: "the 95% confidence interval of the fitted slope excludes zero"
@@ -31,7 +32,6 @@ FLAT_WITHIN = 0.25
 # CLAIMS.md: "A comparison between mechanisms counts only when the confidence
 # intervals of their medians do not overlap" -> differs()
 # CLAIMS.md, C1: "FD_SETSIZE descriptors (1024 on Linux)"
-FD_SETSIZE = 1024
 # ours (C1): descriptors a server holds besides its connections (stdio, the
 # listener, the wakeup socketpair, files): select's wall is this close below 1024
 WALL_SLACK = 16

@@ -34,10 +34,9 @@ MEASURES = {
 
 # meta.json fields that make two runs incomparable when they differ
 MACHINE_FIELDS = {
-    "kernel": lambda m: (m.get("kernel") or {}).get("release") if isinstance(m.get("kernel"), dict) else m.get("kernel"),
-    "cpu": lambda m: ({k: v for k, v in (m.get("cpu") or {}).items() if k in ("model", "count")}
-                      if isinstance(m.get("cpu"), dict) else m.get("cpu")),
-    "python": lambda m: (m.get("python") or {}).get("version") if isinstance(m.get("python"), dict) else m.get("python"),
+    "kernel": lambda m: (m.get("kernel") or {}).get("release"),
+    "cpu": lambda m: {k: v for k, v in (m.get("cpu") or {}).items() if k in ("model", "count")},
+    "python": lambda m: (m.get("python") or {}).get("version"),
     "packages": lambda m: m.get("packages"),
     "git": lambda m: m.get("git"),
 }

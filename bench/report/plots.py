@@ -29,10 +29,10 @@ from matplotlib.patches import Patch
 
 from bench.analysis import stats as an
 from bench.rundir.schema import MECHANISMS, REFERENCES
+from servers.sysutil import FD_SETSIZE
 
 matplotlib.rcParams["svg.hashsalt"] = "iomux-bench"   # same figure, same SVG bytes
 
-FD_SETSIZE = 1024
 MIN_CALLS_PER_MSG = 0.001      # syscalls figure: rarer calls are not part of the loop
 
 # one colour per mechanism, in every figure (tab10 order)

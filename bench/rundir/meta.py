@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import os
 import platform
 import resource
@@ -18,11 +17,6 @@ PACKAGES = ("iomux-bench", "numpy", "pandas", "matplotlib", "psutil", "hdrhistog
             "pytest")
 SYSCTLS = ("fs/file-max", "fs/nr_open", "fs/epoll/max_user_watches",
            "net/ipv4/ip_local_port_range", "net/core/somaxconn", "net/ipv4/tcp_tw_reuse")
-
-
-def now_iso() -> str:
-    """The current time as ISO-8601 UTC, to the second."""
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def collect_meta() -> dict:
@@ -61,13 +55,6 @@ def rlimit_nofile(pid: int | None = None) -> dict | None:
     except OSError:
         return None
     return None
-
-
-def raise_fd_limit() -> dict:
-    """Raise the soft RLIMIT_NOFILE to the hard one (children inherit it)."""
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return rlimit_nofile()
 
 
 def _num(text: str):

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from bench.rundir.schema import FORMAT, TABLES
+from servers.sysutil import write_json  # noqa: F401  (re-exported: the run directory's JSON writer)
 
 
 class RunFormatError(ValueError):
@@ -33,16 +34,6 @@ class Run(NamedTuple):
     micro: pd.DataFrame
     syscalls: pd.DataFrame
     memory: pd.DataFrame
-
-
-def write_json(path: Path | str, obj) -> None:
-    """Write obj as sorted, indented JSON through a temp file and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, sort_keys=True, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def append_row(path: Path | str, row: dict, columns: list[str]) -> None:

@@ -39,7 +39,8 @@ from bench.sweep import plan
 from bench.tasks import procs
 
 from bench.sweep import tidy
-from bench.rundir.meta import collect_meta, now_iso, raise_fd_limit, rlimit_nofile
+from bench.rundir.meta import collect_meta, rlimit_nofile
+from servers.sysutil import raise_nofile_limit, utc_now
 from bench.sweep.profile import Profile, fd_limit, load, parse
 from bench.rundir.schema import FORMAT, POINT_COLUMNS
 from bench.rundir.store import append_row, read_meta, write_json
@@ -92,12 +93,12 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
         raise UsageError("give --out or --resume, not both: --resume continues the "
                          "directory it names")
     prof, seed, meta, all_points, selected = _plan_run(profile, resume, only)
-    limits = raise_fd_limit()
+    limits = raise_nofile_limit()
     now = collect_meta()
     if meta is None:
         run_dir = _create_run_dir(out, prof.name)
         meta = now | {
-            "state": "running", "started_at": now_iso(), "ended_at": None,
+            "state": "running", "started_at": utc_now(), "ended_at": None,
             "profile": {"name": prof.name, "source": prof.source, "text": prof.text,
                         "seed": seed},
             "runs": [], "tasks": {},
@@ -117,7 +118,7 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
                        "loadgen_procs": ctx.procs,
                        "shared": bool(set(ctx.server_cpus) & set(ctx.loadgen_cpus))}
     # one entry per invocation: the first run and each --resume
-    this_run = {"started_at": now_iso(), "ended_at": None, "only": only,
+    this_run = {"started_at": utc_now(), "ended_at": None, "only": only,
                 "resume": resume is not None, "git": now["git"], "points": len(todo)}
     meta["runs"].append(this_run)
     meta["state"] = "running"
@@ -168,8 +169,8 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
             counts = _counts(run_dir, all_points, meta)
             if state == "complete" and (counts["failed"] or counts["tasks_failed"]):
                 state = "failed"
-            meta.update(state=state, ended_at=now_iso(), points=counts)
-            this_run.update(ended_at=now_iso(), elapsed_s=round(progress.elapsed_s(), 1),
+            meta.update(state=state, ended_at=utc_now(), points=counts)
+            this_run.update(ended_at=utc_now(), elapsed_s=round(progress.elapsed_s(), 1),
                             estimated_s=round(estimate, 1))
             write_json(run_dir / "meta.json", meta)
             if state == "interrupted":
@@ -221,7 +222,7 @@ def run_point(point: plan.Point, ctx: Context) -> dict:
     """
     raw = {"format": FORMAT, "point": point.to_dict(), "error": None, "loadgen": None,
            "server": None, "snapshots": [], "cpu": {"samples": []}, "stderr": {},
-           "exit_codes": {}, "started_at": now_iso()}
+           "exit_codes": {}, "started_at": utc_now()}
     if point.refused:
         return raw
     work = ctx.run_dir / ".work" / point.id
@@ -460,7 +461,7 @@ def run_task(task: plan.Task, run_dir: Path, ctx: Context | None = None) -> dict
     runner, module = TASK_RUNNERS[task.experiment]
     t0 = time.perf_counter()
     result = {"state": "failed", "error": None, "output": None, "quick": task.quick,
-              "started_at": now_iso()}
+              "started_at": utc_now()}
     if importlib.util.find_spec(module) is None:
         result["error"] = f"{module} is not available yet"
     else:

@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 
 from bench.tasks import procs
-from bench.rundir.meta import now_iso
+from servers.sysutil import utc_now
 from bench.rundir.schema import FORMAT, MEMORY_COLUMNS
 
 CACHES = ("eventpoll_epi", "eventpoll_pwq", "TCP", "sock_inode_cache")
@@ -360,7 +360,7 @@ def run_memory(run_dir, mechanisms, connections, *, fd_limits=None, env=None, se
     log = log or sys.stderr
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    doc = {"format": FORMAT, "started_at": now_iso(), "method": __doc__.split("\n\n", 1)[1],
+    doc = {"format": FORMAT, "started_at": utc_now(), "method": __doc__.split("\n\n", 1)[1],
            "limits": limits(), "measurements": [], "skipped": [], "reason": None,
            "capacity_probe": {"run": False, "note": "not run: the limit that stops a server "
                                                     "first is predicted instead (first_limits)"}}
@@ -406,7 +406,7 @@ def run_memory(run_dir, mechanisms, connections, *, fd_limits=None, env=None, se
                   f"{'-' if kernel is None else format(kernel, ',.0f'):>6} B/conn  all slab "
                   f"{r['slab_bytes'] / n:>6,.0f} B/conn", file=log, flush=True)
     doc["first_limits"] = first_limits(doc)
-    doc["ended_at"] = now_iso()
+    doc["ended_at"] = utc_now()
     write_json(run_dir / "memory.json", doc)
     return doc
 
@@ -455,8 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", nargs="+", type=int, default=[1000])
     p.add_argument("--mechanisms", nargs="+", default=["select", "poll", "epoll", "epoll-et"])
     args = p.parse_args(argv)
-    from bench.rundir.meta import raise_fd_limit
-    raise_fd_limit()
+    from servers.sysutil import raise_nofile_limit
+    raise_nofile_limit()
     run_memory(args.run_dir, args.mechanisms, args.connections, fd_limits={"select": 1024})
     print(Path(args.run_dir) / "memory.csv")
     return 0

@@ -62,8 +62,8 @@ from pathlib import Path
 from time import perf_counter_ns
 
 from bench.rundir.schema import FORMAT, MICRO_COLUMNS
+from servers.sysutil import raise_nofile_limit, utc_now
 
-FD_SETSIZE = 1024
 MAXEVENTS = 1024             # servers/epoll_loop.py MAXEVENTS: the same call as the server
 MECHANISMS = ("select", "poll", "epoll")
 CHILD_TIMEOUT_S = 120.0
@@ -111,7 +111,7 @@ def run_micro(out=None, quick: bool = False, *, sizes=None, samples: int | None 
         profile = Profile(**{**asdict(profile), "ops": tuple(ops)})
     if processes is not None:
         profile = Profile(**{**asdict(profile), "processes": processes})
-    started_at = _utc_now()
+    started_at = utc_now()
     run_dir = Path(out) if out is not None else Path("results") / _run_id()
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -145,7 +145,7 @@ def run_micro(out=None, quick: bool = False, *, sizes=None, samples: int | None 
         state = "interrupted"              # finished groups are in micro.csv already
         raise
     finally:
-        info.update(ended_at=_utc_now(), state=state,
+        info.update(ended_at=utc_now(), state=state,
                     timer_ns=statistics.median(timer_ns) if timer_ns else None)
         write_json(run_dir / "micro.json", info)
         if created:
@@ -275,18 +275,6 @@ def summary_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-def raise_nofile_limit() -> dict:
-    """Raise the soft RLIMIT_NOFILE to the hard one; return both, before and after."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            pass                           # keep what we have; the rows say what could not run
-    now_soft, now_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return {"soft_before": soft, "hard": now_hard, "soft": now_soft}
-
-
 def run_in_child(fn, *args, timeout_s: float = 60.0):
     """Run fn(*args) in a fresh spawned interpreter and return its result.
 
@@ -333,22 +321,18 @@ def _read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def _run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
 def _write_min_meta(run_dir: Path, started_at: str, limits: dict, state: str) -> None:
+    """meta.json for a run directory micro created itself: the same document bench run writes."""
+    from bench.rundir.meta import collect_meta
     from bench.rundir.store import write_json
-    # only for a run directory micro created itself: load_run needs a meta.json
-    meta = {"format": FORMAT, "state": state, "started_at": started_at,
-            "ended_at": _utc_now() if state != "running" else None,
-            "kernel": platform.release(), "python": platform.python_version(),
-            "cpu": {"count": os.cpu_count()}, "limits": {"RLIMIT_NOFILE": limits},
-            "experiments": ["micro"]}
+    meta = collect_meta() | {"state": state, "started_at": started_at,
+                             "ended_at": utc_now() if state != "running" else None,
+                             "experiments": ["micro"]}
+    meta["limits"]["rlimit_nofile"]["orchestrator"] = limits
     write_json(run_dir / "meta.json", meta)
 
 

@@ -23,10 +23,10 @@ import struct
 import sys
 import termios
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.tasks.micro import FD_SETSIZE, ChildFailed, raise_nofile_limit, run_in_child
+from bench.tasks.micro import ChildFailed, run_in_child
+from servers.sysutil import FD_SETSIZE, raise_nofile_limit, utc_now
 from bench.rundir.schema import FORMAT
 
 PROBE_TIMEOUT_S = 120.0
@@ -318,7 +318,7 @@ def run_probes(run_dir) -> dict:
     from bench.rundir.store import write_json          # pandas: parent only
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    doc = {"format": FORMAT, "started_at": _utc_now(), "kernel": platform.release(),
+    doc = {"format": FORMAT, "started_at": utc_now(), "kernel": platform.release(),
            "python": platform.python_version(), "probes": {}}
     for claim, (what, fn, read) in PROBES.items():
         entry = {"claim": claim, "probe": what}
@@ -334,7 +334,7 @@ def run_probes(run_dir) -> dict:
         doc["probes"][claim] = entry
         print(f"probe {claim}: {entry.get('reading') or entry['status'] + ': ' + entry['reason']}",
               file=sys.stderr, flush=True)
-    doc["ended_at"] = _utc_now()
+    doc["ended_at"] = utc_now()
     write_json(run_dir / "probes.json", doc)
     return doc
 
@@ -357,10 +357,6 @@ def _is_open(fd: int) -> bool:
         return True
     except OSError:
         return False
-
-
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,6 @@ paths, so no server or load-generator worker outlives a run.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
 import selectors
 import signal
@@ -18,6 +17,8 @@ import subprocess
 import tempfile
 import time
 from functools import partial
+
+from servers.sysutil import die_with_parent
 
 _LIVE: dict[int, "Child"] = {}     # pid (= pgid) -> Child not yet known dead
 
@@ -36,7 +37,7 @@ class Child:
         self._err = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=self._err, env=env, start_new_session=True,
-                                     preexec_fn=partial(_die_with_parent, os.getpid()))
+                                     preexec_fn=partial(die_with_parent, os.getpid()))
         self.pid = self.proc.pid
         _LIVE[self.pid] = self
         if cpus:
@@ -114,20 +115,6 @@ class Child:
         if self.proc.stdout:
             self.proc.stdout.close()
         self._err.close()
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int) -> None:
-    """In the child, before exec: SIGKILL me if the orchestrator dies, even by SIGKILL.
-
-    atexit and signal handlers cannot run then; without this a server would
-    wait forever for a SIGTERM that never comes.
-    """
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:          # the parent died before prctl took effect
-        os._exit(1)
 
 
 def kill_all() -> int:

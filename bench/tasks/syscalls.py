@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 from bench.tasks import procs
-from bench.rundir.meta import now_iso
+from servers.sysutil import utc_now
 from bench.rundir.schema import FORMAT, SYSCALL_COLUMNS
 
 # strace first: its attach is confirmed exactly (TracerPid), so the trace and the
@@ -426,7 +426,7 @@ def run_syscalls(run_dir, mechanisms, points, *, warmup_s: float = 0.5, window_s
         cpus = sorted(os.sched_getaffinity(0))
         server_cpus, loadgen_cpus = cpus[-1:], cpus[:-1] or cpus
     loadgen_procs = loadgen_procs or len(loadgen_cpus or [1])
-    doc = {"format": FORMAT, "started_at": now_iso(), "warmup_s": warmup_s, "window_s": window_s,
+    doc = {"format": FORMAT, "started_at": utc_now(), "warmup_s": warmup_s, "window_s": window_s,
            "method": __doc__.split("\n\n")[1].replace("\n", " "),
            "seconds_meaning": {"strace": "system CPU time inside the call (strace -c default)",
                                "perf": "wall time from entry to exit, blocking included"},
@@ -468,7 +468,7 @@ def run_syscalls(run_dir, mechanisms, points, *, warmup_s: float = 0.5, window_s
             print(f"syscalls {pid}: {chosen}: {summary['throughput_untraced_msgs_s']:,.0f} msg/s "
                   f"untraced, {summary['throughput_traced_msgs_s']:,.0f} traced; per msg: {top}",
                   file=log, flush=True)
-    doc["ended_at"] = now_iso()
+    doc["ended_at"] = utc_now()
     write_json(run_dir / "syscalls.json", doc)
     shutil.rmtree(work, ignore_errors=True)
     return doc
@@ -497,8 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     for text in args.point or ["100:10"]:
         parts = [int(x) for x in text.split(":")]
         points.append((parts[0], parts[1], parts[2] if len(parts) > 2 else 64))
-    from bench.rundir.meta import raise_fd_limit
-    raise_fd_limit()
+    from servers.sysutil import raise_nofile_limit
+    raise_nofile_limit()
     run_syscalls(args.run_dir, args.mechanisms, points, tracer=args.tracer, window_s=args.window,
                  fd_limits={"select": 1024})
     print(Path(args.run_dir) / "syscalls.csv")
