@@ -1,9 +1,10 @@
 """bench.analysis.claims: every verdict outcome, produced by synthetic data built for it."""
 
+import pandas as pd
 import pytest
 
 from bench.analysis import claims
-from bench.analysis.claims import NOT_TESTED, PARTLY, REFUTED, SUPPORTED
+from bench.analysis.claims import NOT_TESTED, PARTLY, REFUTED, SUPPORTED, rules
 from bench.report.plots import FIGURES
 from bench.rundir.store import load_run
 from synthetic import FULL_SYNTHETIC, make_run, probes_doc
@@ -32,7 +33,7 @@ def test_nothing_is_asserted_without_data(tmp_path):
 
 
 def test_the_rules_quote_the_thresholds_of_claims_md():
-    assert (claims.LINEAR_R2_MIN, claims.FLAT_WITHIN, claims.CONFIDENCE) == (0.9, 0.25, 0.95)
+    assert (rules.LINEAR_R2_MIN, rules.FLAT_WITHIN, rules.CONFIDENCE) == (0.9, 0.25, 0.95)
     assert claims.is_flat(100, 125) and not claims.is_flat(100, 126)
     assert claims.grows_linearly({"slope": 1, "slope_lo": 0.1, "slope_hi": 2, "r2": 0.9})
     assert not claims.grows_linearly({"slope": 1, "slope_lo": -0.1, "slope_hi": 2, "r2": 0.99})
@@ -175,3 +176,16 @@ def test_one_repetition_shows_no_ci_in_activity_and_micro_still_decides(tmp_path
     v = verdict(tmp_path, "C7", reps=1, activity_cpu=WORSE, per_ready_ns=ALL_READY_BETTER)
     assert v.verdict == PARTLY                 # idle part holds; not worse with all ready
     assert "no CI" in v.numbers and "activity_worse" not in v.values
+
+
+def test_c7_with_activity_at_several_connection_counts_names_the_cell_it_used(tmp_path):
+    # a profile may sweep activity at several N: C7 must not index a Series and crash
+    run_dir = make_run(tmp_path / "run")
+    points = pd.read_csv(run_dir / "points.csv")
+    more = points[points["experiment"] == "activity"].copy()
+    more["connections"], more["active"] = 2000, more["active"] * 2   # the same ratios at 2,000
+    more["point_id"] = more["point_id"] + "-n2000"
+    pd.concat([points, more]).to_csv(run_dir / "points.csv", index=False)
+    c7 = {v.id: v for v in claims.verdicts(run_dir)}["C7"]
+    assert "of 2,000 connections" in c7.numbers
+    assert c7.values["activity_connections"] == 2000

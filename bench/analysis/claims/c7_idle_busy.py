@@ -1,0 +1,116 @@
+"""C7: epoll with idle descriptors, and when nearly all are ready."""
+
+from __future__ import annotations
+
+from bench.analysis import stats as an
+from bench.analysis.claims.evidence import Evidence, epoll_ctl_share
+from bench.analysis.claims.rules import (CLAIMS, FLAT_WITHIN, NEARLY_ALL_ACTIVE, NOT_TESTED,
+                                         RULE_COMPARE, Verdict, combine, differs, is_flat,
+                                         untested)
+from bench.analysis.claims.text import change_text, num
+
+
+def c7(ev: Evidence) -> Verdict:
+    rule = (f"idle part: epoll's wait cost is flat (within {FLAT_WITHIN:.0%}) in micro (1 ready) and in scan, "
+            "and its CPU per message in scan-rate; "
+            "busy part: with every registered descriptor ready on each call (micro, all ready, the "
+            "largest N ≤ 1024 all three share), epoll's wait cost lies above the best of select/poll "
+            "with their p10–p90 ranges apart; the activity experiment (fixed total rate) is shown "
+            f"but does not decide, since it never makes most descriptors ready at once; {RULE_COMPARE}")
+    parts, texts, values = {}, [], {}
+    idle = []
+    for source, fits, unit in (("micro", ev.micro1, "ns per wait"), ("scan", ev.scan, "ns per wait"),
+                               ("scan-rate", ev.scan_cpu, "µs CPU per message")):
+        f = an.fit_row(fits, "epoll")
+        if f:
+            flat = is_flat(f["first"], f["last"])
+            idle.append(flat)
+            texts.append(f"{source} epoll: {num(f['first'])} → {num(f['last'])} {unit} "
+                         f"({change_text(f['change'])}) from N={num(f['x_min'])} to {num(f['x_max'])}")
+            values[f"{source}_epoll_change"] = f["change"]
+    parts["no degradation with idle fds"] = None if not idle or None in idle else all(idle)
+    a = ev.agg_rows("activity")
+    activity_worse = None
+    if not a.empty and "server_cpu_us_per_msg" in a:
+        top = a["active_ratio"].max()
+        if top >= NEARLY_ALL_ACTIVE:
+            at = a[a["active_ratio"] == top]
+            conns = at["connections"].max()          # several counts: the largest, named below
+            where = f" of {num(conns)} connections" if at["connections"].nunique() > 1 else ""
+            at = at[at["connections"] == conns].set_index("mechanism")
+            col = "server_cpu_us_per_msg"
+            base = [m for m in ("select", "poll") if m in at.index]
+            if "epoll" in at.index and base:
+                best = min(base, key=lambda m: at.loc[m, col])
+                worse, compared = [], []
+                for m in ("epoll", "epoll-toggle"):
+                    if m in at.index:
+                        d = differs((at.loc[m, f"{col}_lo"], at.loc[m, f"{col}_hi"]),
+                                    (at.loc[best, f"{col}_lo"], at.loc[best, f"{col}_hi"]))
+                        compared.append(d)
+                        if d and at.loc[m, col] > at.loc[best, col]:
+                            worse.append(m)
+                        label = m + (" (reference)" if m == "epoll-toggle" else "")
+                        texts.append(f"at {top:.0%} active{where}: {label} {num(at.loc[m, col], 'µs/msg')} "
+                                     f"[{num(at.loc[m, f'{col}_lo'])}, {num(at.loc[m, f'{col}_hi'])}] vs "
+                                     f"{best} {num(at.loc[best, col], 'µs/msg')} "
+                                     f"[{num(at.loc[best, f'{col}_lo'])}, {num(at.loc[best, f'{col}_hi'])}]")
+                # no CI (one repetition) cannot show a difference, nor its absence
+                activity_worse = True if worse else None if all(d is None for d in compared) else False
+                values.update(ratio=float(top), worse=worse, activity_connections=float(conns),
+                              epoll_cpu=float(at.loc["epoll", col]), best_cpu=float(at.loc[best, col]))
+    if activity_worse is not None:
+        values["activity_worse"] = activity_worse  # server-level context, not the deciding part
+    busy, micro_texts, micro_values = all_ready_busy(ev)
+    texts += micro_texts
+    values.update(micro_values)
+    parts["worse when nearly all active"] = busy
+    ctl_texts, ctl_values = epoll_ctl_share(ev)        # the cost Gammo et al. found: context, not a part
+    texts += ctl_texts
+    values.update(ctl_values)
+    if "activity_worse" not in values and not a.empty:
+        texts.append("activity: no CI at the highest ratio (one repetition)" if "worse" in values else
+                     f"activity: highest active ratio {a['active_ratio'].max():.2f} < {NEARLY_ALL_ACTIVE}, "
+                     "or epoll/select/poll missing there")
+    outcome = combine(parts)
+    if outcome == NOT_TESTED:
+        return untested("C7", "no epoll micro data and no scan data", "micro_wait_all_ready", rule)
+    reason = "; ".join(f"{k}: {'yes' if v else 'no' if v is False else 'not tested'}" for k, v in parts.items())
+    if busy:
+        reason += (f" (with all {num(values['all_ready_n'])} ready, epoll's wait costs "
+                   f"{values['all_ready_ratio']:.2f}× {values['all_ready_best']}'s)")
+    if "activity_worse" in values:
+        reason += (". At the server level, the activity experiment (fixed total rate) never had most "
+                   "descriptors ready at once, and there epoll was "
+                   + ("worse" if values["activity_worse"] else "not worse"))
+    figure = "micro_wait_all_ready" if busy is not None else "micro_wait_1_ready"
+    return Verdict("C7", CLAIMS["C7"], outcome, "; ".join(texts), rule, figure, reason + ".", values)
+
+
+def all_ready_busy(ev: Evidence) -> tuple[bool | None, list[str], dict]:
+    """C7's busy part from micro: every registered descriptor ready on each call.
+
+    At the largest N ≤ 1024 (select's limit; epoll returns at most MAXEVENTS
+    events) where epoll and select or poll all have a row: is epoll's median
+    wait cost above the best of select/poll, with their p10–p90 ranges apart?
+    """
+    rows = an.micro_wait(ev.run.micro, "all")
+    if rows.empty:
+        return None, ["micro with all ready: not in this run"], {}
+    rows = rows[rows["registered"] <= 1024]
+    have = {m: set(rows.loc[rows["mechanism"] == m, "registered"]) for m in ("select", "poll", "epoll")}
+    shared = have["epoll"] & (have["select"] | have["poll"])
+    if not shared:
+        return None, ["micro with all ready: no N that epoll shares with select or poll"], {}
+    n = max(shared)
+    at = rows[rows["registered"] == n].set_index("mechanism")
+    base = [m for m in ("select", "poll") if m in at.index]
+    best = min(base, key=lambda m: at.loc[m, "ns_median"])
+    e, b = at.loc["epoll"], at.loc[best]
+    apart = differs((e["ns_p10"], e["ns_p90"]), (b["ns_p10"], b["ns_p90"]))
+    worse = None if apart is None else bool(apart and e["ns_median"] > b["ns_median"])
+    text = (f"micro, all {num(n)} ready: epoll {num(e['ns_median'] / 1000, 'µs')} per wait "
+            f"[p10 {num(e['ns_p10'] / 1000)}, p90 {num(e['ns_p90'] / 1000)}] vs {best} "
+            f"{num(b['ns_median'] / 1000, 'µs')} [p10 {num(b['ns_p10'] / 1000)}, p90 {num(b['ns_p90'] / 1000)}]")
+    return worse, [text], {"all_ready_n": float(n), "all_ready_best": best,
+                           "all_ready_ratio": float(e["ns_median"] / b["ns_median"])}
