@@ -7,6 +7,7 @@ stderr with exit 1 (runtime) or 2 (usage).
 
 from __future__ import annotations
 
+import sys
 
 from servers.cli import OneLineParser, die
 
@@ -62,8 +63,19 @@ def cmd_run(args) -> int:
     except Interrupted as e:
         print(e.run_dir, flush=True)           # still the last line on stdout
         die(PROG, "interrupted", 130)
+    _write_report(run_dir)
     print(run_dir, flush=True)
     return 1 if read_meta(run_dir)["state"] == "failed" else 0
+
+
+def _write_report(run_dir) -> None:
+    """The report of a finished run; a failure is one line, never the run's end."""
+    from bench.report.render import write_report
+    try:
+        print(write_report(run_dir), flush=True)
+    except Exception as e:
+        print(f"report: failed ({type(e).__name__}: {e}); retry with "
+              f"python -m bench report {run_dir}", file=sys.stderr, flush=True)
 
 
 def cmd_micro(args) -> int:

@@ -9,7 +9,7 @@ import servers
 from bench.sweep import plan
 from bench.sweep import profile
 from bench.tasks import syscalls
-from bench.sweep.run import run
+from bench.cli import main
 from bench.rundir.schema import SYSCALL_COLUMNS
 
 
@@ -152,11 +152,12 @@ connections = [200]
 
 def test_a_tiny_profile_fills_one_run_directory(tmp_path):
     (tmp_path / "tiny.toml").write_text(TINY)
-    out = run(profile=tmp_path / "tiny.toml", out=tmp_path / "run")
+    assert main(["run", "--profile", str(tmp_path / "tiny.toml"), "--out", str(tmp_path / "run")]) == 0
+    out = tmp_path / "run"
     meta = json.loads((out / "meta.json").read_text())
     assert {t: r["state"] for t, r in meta["tasks"].items()} == dict.fromkeys(
         ("probes", "syscalls", "memory"), "done")
     probes = json.loads((out / "probes.json").read_text())
     assert set(probes["probes"]) == {"C1", "C4", "C5", "C6"}
     assert (out / "syscalls.json").exists() and (out / "memory.json").exists()
-    assert (out / "report.md").exists()
+    assert (out / "report.md").exists()     # bench run = run() + the report (cli.cmd_run)
