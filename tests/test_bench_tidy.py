@@ -106,6 +106,25 @@ def test_fdlimit_drops_are_the_measure_not_a_failure():
     assert "loadgen failed" in row["error"]
 
 
+@pytest.mark.parametrize("what, change", [
+    ("more lost than select refused", dict(errors={"closed_by_server": 90})),
+    ("a stall: messages unanswered", dict(errors={"closed_by_server": 82, "timeout": 3})),
+    ("a worker crashed", dict(workers=[dict(LOADGEN["workers"][0], measured=False)])),
+    ("a dropped open-loop backlog", dict(backlog_overflow_msgs=12)),
+    ("connections that never opened", dict(errors={"closed_by_server": 82, "refused": 5})),
+    ("a reset on a poll server that refused nothing", dict(errors={"reset": 1}, mechanism="poll")),
+])
+def test_fdlimit_excuses_only_what_the_server_refused_by_design(what, change):
+    point = dict(POINT, id="fdlimit-select-c1100-a1100-s64-r1", experiment="fdlimit",
+                 mechanism=change.pop("mechanism", "select"), connections=1100, active=1100)
+    lg = dict(LOADGEN, failed=True, failure="connections lost: 82 active (closed_by_server 82)",
+              errors={"closed_by_server": 82},
+              connections=dict(LOADGEN["connections"], established=1100, echoing=1018))
+    refused = 82 if point["mechanism"] == "select" else 0
+    row = to_row(point, dict(lg, **change), dict(SERVER, rejected_fd_setsize=refused), SNAPSHOTS, CPU)
+    assert row["error"] and "loadgen failed" in row["error"], what
+
+
 def test_reference_without_wait_counters_keeps_its_cpu_and_counts_epoll_ctl():
     null_wait = [dict(s, wait_calls=None, wait_ns_total=None, events_total=None)
                  for s in SNAPSHOTS]

@@ -10,8 +10,14 @@ from bench.rundir.schema import POINT_COLUMNS, REFERENCES
 WINDOW_COUNTERS = ("cpu_user_s", "cpu_sys_s", "wait_calls", "wait_ns_total", "events_total",
                    "ctl_calls")
 # Experiments whose point is to find where connections stop being served:
-# the load generator's "connections lost" is their measure, not a failure.
+# connections the server refused by design (select past FD_SETSIZE) are their
+# measure, not a failure; anything else the load generator saw still fails the point.
 DROPS_ARE_MEASURED = ("fdlimit",)
+# loadgen error kinds (loadgen/run.py): a connection closed after it opened ...
+LOST_KINDS = ("reset", "closed_by_server", "short_read")
+# ... and everything else that fails a point, whatever the experiment
+NEVER_EXCUSED = ("refused", "addr_not_available", "connect_timeout", "no_fds", "connect_other",
+                 "other", "timeout", "corrupt")
 # Cumulative CPU seconds in the orchestrator's samples that count as machine noise.
 NOISE_KEYS = ("others_s", "steal_s")
 
@@ -70,8 +76,8 @@ def to_row(point: dict, loadgen: dict | None, server: dict | None,
         if messages and workers:
             user = sum(w.get("cpu_user_s") or 0 for w in workers)
             row["loadgen_cpu_user_us_per_msg"] = _round(user / messages * 1e6)
-        drops_measured = point["experiment"] in DROPS_ARE_MEASURED and messages \
-            and not lg.get("corrupt")
+        drops_measured = point["experiment"] in DROPS_ARE_MEASURED and \
+            refused_by_design(lg, server)
         if lg.get("failed") and not drops_measured:
             problems.append(f"loadgen failed: {lg.get('failure') or 'no reason given'}")
         if lg.get("corrupt"):
@@ -106,6 +112,24 @@ def to_row(point: dict, loadgen: dict | None, server: dict | None,
     if problems:
         row["error"] = "; ".join(problems)
     return row
+
+
+def refused_by_design(loadgen: dict, server: dict | None) -> bool:
+    """True when every connection the load generator lost is one the server refused by design.
+
+    The server's rejected_fd_setsize counts the connections select closed at
+    accept; the load generator must have lost no more than those, and seen
+    nothing else wrong: no connection that failed to open, no timeout, no
+    corrupt echo, no worker that failed to report, no dropped backlog, and
+    at least one message through.
+    """
+    errors = loadgen.get("errors") or {}
+    lost = sum(errors.get(k) or 0 for k in LOST_KINDS)
+    refused = (server or {}).get("rejected_fd_setsize") or 0
+    return (bool(loadgen.get("messages")) and lost <= refused
+            and not any(errors.get(k) for k in NEVER_EXCUSED) and not loadgen.get("corrupt")
+            and not loadgen.get("backlog_overflow_msgs")
+            and all(w.get("measured", True) for w in loadgen.get("workers") or []))
 
 
 def window_delta(snapshots: list[dict] | None) -> dict | None:
