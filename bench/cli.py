@@ -26,10 +26,14 @@ def build_parser() -> OneLineParser:
     r.add_argument("--out", metavar="RUN_DIR",
                    help="run directory to create; must not exist (default results/<run-id>)")
     r.add_argument("--resume", metavar="RUN_DIR",
-                   help="complete an earlier run: run only the points missing from its points.csv")
+                   help="complete an earlier run: run the points missing from its points.csv "
+                        "and retry the ones that failed")
     r.add_argument("--only", metavar="REGEX",
                    help="run only the points whose id matches REGEX, "
                         "e.g. 'scan-epoll' or 'c1000-.*-r1$'")
+    r.add_argument("--force", action="store_true",
+                   help="with --resume: go on although the machine or software differs "
+                        "from the run's meta.json")
     r.set_defaults(func=cmd_run)
 
     m = sub.add_parser("micro", help="wait-call micro-benchmark on socketpairs (no TCP)")
@@ -55,7 +59,8 @@ def cmd_run(args) -> int:
     from bench.sweep.run import Interrupted, RunError, run
     from bench.rundir.store import read_meta
     try:
-        run_dir = run(profile=args.profile, out=args.out, resume=args.resume, only=args.only)
+        run_dir = run(profile=args.profile, out=args.out, resume=args.resume, only=args.only,
+                      force=args.force)
     except (ProfileError, UsageError) as e:
         die(PROG, str(e), 2)
     except RunError as e:

@@ -16,10 +16,6 @@ import pytest
 from bench.sweep.run import RUN_ENV
 from bench.rundir.store import load_run
 
-pytestmark = pytest.mark.skipif(
-    not (Path(__file__).parent.parent / "loadgen" / "__main__.py").exists(),
-    reason="the load generator (loadgen/__main__.py) has not landed yet")
-
 # Every points.csv column DESIGN.md lists, spelled as there: none may be renamed.
 DESIGN_COLUMNS = """point_id, experiment, mechanism, connections, active, msg_size,
 rate, rep, throughput_msgs_s, p50_us, p90_us, p99_us, p999_us, max_us,
@@ -233,3 +229,46 @@ def test_only_runs_a_subset_and_resume_adds_the_rest(tmp_path, capsys):
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["points"]["missing"] == 0 and len(meta["runs"]) == 2
     assert "2 of 4 points to run" in capsys.readouterr().err
+
+
+def test_resume_retries_failed_points_and_keeps_the_failed_rows(tmp_path):
+    profile = tmp_path / "slow.toml"
+    profile.write_text(TINY.replace("seed = 4", "seed = 4\nready_timeout_s = 0.001")
+                       .replace('["select", "epoll"]', '["poll"]').replace("[10, 40]", "10"))
+    run_dir = tmp_path / "run"
+    assert bench("--profile", profile, "--out", run_dir).returncode == 1
+    (failed,) = rows(run_dir)
+    assert failed["error"]
+    # the cause goes away (here: the stored profile's deadline), the same run is resumed
+    meta = json.loads((run_dir / "meta.json").read_text())
+    meta["profile"]["text"] = meta["profile"]["text"].replace("ready_timeout_s = 0.001",
+                                                              "ready_timeout_s = 30")
+    (run_dir / "meta.json").write_text(json.dumps(meta))
+    r = bench("--resume", run_dir)
+    assert r.returncode == 0, r.stderr
+    assert "retrying 1 failed point(s)" in r.stderr
+    (again,) = rows(run_dir)
+    assert again["point_id"] == failed["point_id"] and again["error"] == ""
+    with open(run_dir / "retried.csv", newline="") as f:
+        assert [row["error"] for row in csv.DictReader(f)] == [failed["error"]]
+    assert len(list((run_dir / "raw" / "retried").glob("*.json"))) == 1
+    assert json.loads((run_dir / "meta.json").read_text())["state"] == "complete"
+
+
+def test_resume_refuses_another_machine_or_software_unless_forced(tmp_path):
+    profile = tmp_path / "tiny.toml"
+    profile.write_text(TINY)
+    run_dir = tmp_path / "run"
+    assert bench("--profile", profile, "--out", run_dir, "--only=-c10-").returncode == 0
+    meta = json.loads((run_dir / "meta.json").read_text())
+    meta["kernel"]["release"] = "2.6.32-elsewhere"
+    (run_dir / "meta.json").write_text(json.dumps(meta))
+    before = rows(run_dir)
+    r = bench("--resume", run_dir)
+    assert r.returncode == 1
+    (line,) = r.stderr.strip().splitlines()
+    assert "another machine or software" in line and "2.6.32-elsewhere" in line and "--force" in line
+    assert rows(run_dir) == before
+    r = bench("--resume", run_dir, "--force")
+    assert r.returncode == 0, r.stderr
+    assert len(rows(run_dir)) == 4

@@ -122,3 +122,23 @@ def _git() -> dict:
     except (OSError, subprocess.TimeoutExpired):
         return {"rev": None, "dirty": None}
     return {"rev": rev, "dirty": None if status is None else bool(status)}
+
+
+# meta.json fields whose difference makes two runs (or two halves of one) incomparable
+COMPARABLE = {
+    "kernel": lambda m: (m.get("kernel") or {}).get("release"),
+    "cpu": lambda m: {k: v for k, v in (m.get("cpu") or {}).items() if k in ("model", "count")},
+    "python": lambda m: (m.get("python") or {}).get("version"),
+    "packages": lambda m: m.get("packages"),
+    "git": lambda m: {k: v for k, v in (m.get("git") or {}).items() if k in ("rev", "dirty")},
+}
+
+
+def differences(meta_a: dict, meta_b: dict) -> dict[str, tuple]:
+    """{field: (value in a, value in b)} for each COMPARABLE field that differs."""
+    out = {}
+    for name, get in COMPARABLE.items():
+        a, b = get(meta_a), get(meta_b)
+        if a != b:
+            out[name] = (a, b)
+    return out

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import os
 import random
 import re
@@ -26,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.rundir.meta import collect_meta
+from bench.rundir.meta import collect_meta, differences
 from bench.rundir.schema import POINT_COLUMNS
 from bench.rundir.store import append_row, read_meta, write_json
 from bench.sweep import plan, tidy
@@ -56,11 +57,14 @@ class Interrupted(KeyboardInterrupt):
 
 def run(profile: str | Path | None = None, out: str | Path | None = None,
         resume: str | Path | None = None, only: str | None = None,
-        *, log=None) -> Path:
+        *, force: bool = False, log=None) -> Path:
     """Run (or complete, with resume) a profile's sweep; return the run directory.
 
     profile is a bundled name or a TOML path (None: default; with resume,
-    the profile stored in the run's meta.json).
+    the profile stored in the run's meta.json). Resuming retries the points
+    that failed (their rows and raw JSON are kept in retried.csv and
+    raw/retried/) and refuses a machine or software that differs from the
+    run's meta.json unless force.
 
     Raises ProfileError or UsageError for bad input (before anything is
     created), RunError when the directory cannot be written, Interrupted
@@ -73,6 +77,8 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
     prof, seed, meta, all_points, selected = _plan_run(profile, resume, only)
     limits = raise_nofile_limit()
     now = collect_meta()
+    if meta is not None:
+        _check_same_setup(resume, meta, now, force)
     if meta is None:
         run_dir = _create_run_dir(out, prof.name)
         meta = now | {
@@ -85,6 +91,11 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
         _link_latest(run_dir)
     else:
         run_dir = Path(resume)
+        retried = _set_failed_aside(run_dir, {p.id for p in selected})
+        if retried:
+            print(f"resume: retrying {len(retried)} failed point(s) ({', '.join(retried[:3])}"
+                  f"{', ...' if len(retried) > 3 else ''}); their rows are kept in "
+                  f"{run_dir / 'retried.csv'}", file=log, flush=True)
     done = _done_ids(run_dir, meta)
     todo = [p for p in selected if p.id not in done]
     if resume is not None and not todo and meta.get("state") == "complete":
@@ -226,6 +237,50 @@ def _link_latest(run_dir: Path) -> None:
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(run_dir.name)
         os.replace(tmp, latest)
+
+
+def _check_same_setup(resume, meta: dict, now: dict, force: bool) -> None:
+    """Refuse to mix two machines or two software versions in one run, unless forced."""
+    diffs = differences(meta, now)
+    if diffs and not force:
+        what = "; ".join(f"{k} {_short(a)} then, {_short(b)} now" for k, (a, b) in diffs.items())
+        raise RunError(f"{resume} was measured on another machine or software ({what}): "
+                       "resuming would mix them in one run; start a new run, or add --force")
+
+
+def _short(v) -> str:
+    text = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _set_failed_aside(run_dir: Path, ids: set[str]) -> list[str]:
+    """Move the failed rows among ids out of points.csv (into retried.csv, raw JSON into
+    raw/retried/) so that the run re-measures them; return their ids."""
+    path = run_dir / "points.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        header, rows = reader.fieldnames, list(reader)
+    failed = [r for r in rows if r["point_id"] in ids and r.get("error")
+              and not r["error"].startswith("refused:")]
+    if not failed:
+        return []
+    for r in failed:
+        append_row(run_dir / "retried.csv", r, header)
+        raw = run_dir / "raw" / f"{r['point_id']}.json"
+        if raw.exists():
+            (run_dir / "raw" / "retried").mkdir(exist_ok=True)
+            os.replace(raw, run_dir / "raw" / "retried" / f"{r['point_id']}.{int(time.time())}.json")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, header)
+        w.writeheader()
+        w.writerows(r for r in rows if r not in failed)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return [r["point_id"] for r in failed]
 
 
 def _done_ids(run_dir: Path, meta: dict) -> set[str]:
