@@ -7,7 +7,7 @@ import resource
 
 import pytest
 
-from bench.tasks import micro
+from bench.tasks import child, micro
 from bench.rundir.schema import MICRO_COLUMNS
 from bench.rundir.store import RunFormatError
 
@@ -126,5 +126,5 @@ def test_summarize_and_fit_line():
 
 
 def test_child_failure_is_reported_not_raised_raw():
-    with pytest.raises(micro.ChildFailed, match="exited with 3"):
-        micro.run_in_child(os._exit, 3, timeout_s=30)
+    with pytest.raises(child.ChildFailed, match="exited with 3"):
+        child.run_in_child(os._exit, 3, timeout_s=30)

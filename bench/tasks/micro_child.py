@@ -1,0 +1,161 @@
+"""The child side of the wait-call micro-benchmark: one configuration set up and timed.
+
+Runs in a fresh spawned interpreter (bench.tasks.child.run_in_child), one per
+configuration and process round; bench.tasks.micro plans the configurations
+and pools what the children return. What each op times:
+
+- op=wait: one wait call, called as the servers call it:
+  `select.select(readers, writers, (), t)` on Python sets,
+  `poll.poll(t)`, `epoll.poll(t, MAXEVENTS)` with the server's MAXEVENTS.
+  timeout_mode=zero is t=0: the kernel only scans (fs/select.c do_select and
+  do_poll clear _qproc for a zero timeout, so no wait-queue entry is made).
+  timeout_mode=blocking is no timeout with A >= 1 ready, so it returns at
+  once, but the kernel first adds a wait-queue entry (__pollwait) for every
+  descriptor it scans before the first ready one and removes them all in
+  poll_freewait. The ready descriptors are the A last registered (highest
+  numbers, scanned last) so that path is exercised for the N - A idle ones.
+  ready=0 rows (zero only) are C2's point: nothing ready, pure scan cost.
+- op=register: register one more descriptor into a set of N (none ready),
+  then the next wait(timeout=0), timed together; unregistered untimed after.
+  For poll, register() is only a dict insert: CPython rebuilds its whole
+  pollfd array on the next poll() (selectmodule.c, ufd_uptodate and
+  update_ufd_array), so the cost shows up there. For epoll it is one
+  epoll_ctl(EPOLL_CTL_ADD). The wait row at the same N with ready=0 is the
+  part to subtract for the registration alone. select has no registration
+  (its sets are rebuilt from the Python set on every call): no rows.
+- op=modify: modify a registered descriptor between POLLIN and
+  POLLIN|POLLPRI (readiness unchanged, so the wait returns the same), then
+  the next wait(timeout=0), timed together; poll pays the rebuild again,
+  epoll one epoll_ctl(EPOLL_CTL_MOD).
+
+Costs include the timer and call overhead (`timer_ns` in micro.json, a
+constant offset that does not change a slope). The garbage collector is off
+while timing: poll and epoll return tuples, whose allocation would trigger
+collections at random points. Registered ends are packed at the lowest
+descriptor numbers and their peers moved just under the descriptor limit,
+so select runs while N + a few < FD_SETSIZE; past that it raises ValueError
+(selectmodule.c, seq2set), which is recorded as "refused: FD_SETSIZE".
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import os
+import resource
+import select
+import socket
+import statistics
+from time import perf_counter_ns
+from typing import TYPE_CHECKING
+
+from servers.sysutil import raise_nofile_limit
+
+if TYPE_CHECKING:
+    from bench.tasks.micro import Profile
+
+MAXEVENTS = 1024             # servers/epoll_loop.py MAXEVENTS: the same call as the server
+REFUSED = "refused: FD_SETSIZE"
+
+
+def open_pairs(n: int) -> tuple[list[int], list[int]]:
+    """n socketpairs as (readers, writers): readers packed at the lowest free
+    descriptor numbers, writers moved just under the soft RLIMIT_NOFILE."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    floor = soft - n - 16
+    if floor < n + 64:
+        raise OSError(f"RLIMIT_NOFILE soft {soft} too low for {n} socketpairs "
+                      f"(need about {2 * n + 80}); raise the hard limit")
+    readers, writers = [], []
+    for _ in range(n):
+        a, b = socket.socketpair()
+        r, w = a.detach(), b.detach()
+        writers.append(fcntl.fcntl(w, fcntl.F_DUPFD_CLOEXEC, floor))
+        os.close(w)                        # frees a low number for the next reader
+        readers.append(r)
+    return readers, writers
+
+
+def measure(cfg: dict, samples: int | None, profile: Profile) -> dict:
+    """Child: set up one configuration and time it (see the module docstring)."""
+    raise_nofile_limit()
+    op, mech, n, ready = cfg["op"], cfg["mechanism"], cfg["registered"], cfg["ready"]
+    blocking = cfg["timeout_mode"] == "blocking"
+    readers, writers = open_pairs(n)
+    extra_r, _extra_w = open_pairs(1) if op == "register" else (None, None)
+
+    if mech == "select":
+        rset, wset = set(readers), set()
+        sel = select.select
+        wait, args = sel, (rset, wset, (), None if blocking else 0)
+    elif mech == "poll":
+        obj = select.poll()
+        for fd in readers:
+            obj.register(fd, select.POLLIN)
+        wait, args = obj.poll, (() if blocking else (0,))
+        flag_in, flag_pri = select.POLLIN, select.POLLPRI
+    else:
+        obj = select.epoll()
+        for fd in readers:
+            obj.register(fd, select.EPOLLIN)
+        wait, args = obj.poll, (-1 if blocking else 0, MAXEVENTS)
+        flag_in, flag_pri = select.EPOLLIN, select.EPOLLPRI
+
+    for w in writers[n - ready:]:
+        os.write(w, b"x")                  # the A last registered: scanned last
+
+    try:
+        got = wait(*args)                  # also builds poll's pollfd array once
+    except ValueError as e:
+        return {"note": f"{REFUSED} ({type(e).__name__}: {e}; highest fd {max(readers)})"}
+    returned = len(got[0]) if mech == "select" else len(got)
+    want = min(ready, MAXEVENTS) if mech == "epoll" else ready
+    if returned != want:
+        raise RuntimeError(f"{mech} reported {returned} ready, expected {want}")
+    note = f"epoll returned {MAXEVENTS} of {ready} ready (MAXEVENTS)" if returned < ready else ""
+
+    if op == "wait":
+        def one():
+            t0 = perf_counter_ns()
+            wait(*args)
+            return perf_counter_ns() - t0
+    elif op == "register":
+        fd = extra_r[0]
+
+        def one():
+            t0 = perf_counter_ns()
+            obj.register(fd, flag_in)
+            wait(*args)
+            t = perf_counter_ns() - t0
+            obj.unregister(fd)
+            return t
+    else:
+        fd, masks, flip = readers[-1], (flag_in | flag_pri, flag_in), [0]
+
+        def one():
+            flip[0] ^= 1
+            mask = masks[flip[0]]
+            t0 = perf_counter_ns()
+            obj.modify(fd, mask)
+            wait(*args)
+            return perf_counter_ns() - t0
+
+    gc.collect()
+    gc.disable()
+    timer_ns = statistics.median(_timer_overhead(200))   # reported, not subtracted
+    warm = [one() for _ in range(max(profile.warmup_calls, 3))]
+    if samples is None:
+        est_ns = max(statistics.median(warm), 1)
+        samples = int(min(profile.max_samples,
+                          max(profile.min_samples, profile.budget_ms * 1e6 / est_ns)))
+    data = [one() for _ in range(max(samples, 2))]
+    gc.enable()
+    return {"data": data, "note": note, "timer_ns": [timer_ns]}
+
+
+def _timer_overhead(n: int) -> list[int]:
+    out = []
+    for _ in range(n):
+        t0 = perf_counter_ns()
+        out.append(perf_counter_ns() - t0)
+    return out
