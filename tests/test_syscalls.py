@@ -8,7 +8,7 @@ import pytest
 import servers
 from bench.sweep import plan
 from bench.sweep import profile
-from bench.tasks import syscalls
+from bench.tasks import syscalls, tracer
 from bench.cli import main
 from bench.rundir.schema import SYSCALL_COLUMNS
 
@@ -99,10 +99,10 @@ PERF = """
 
 
 def test_parsers_read_the_summaries():
-    assert syscalls.parse_strace(STRACE) == {
+    assert tracer.parse_strace(STRACE) == {
         "sendto": {"calls": 88493, "seconds": 0.072974, "errors": 0},
         "recvfrom": {"calls": 88490, "seconds": 0.052107, "errors": 12}}
-    got = syscalls.parse_perf(PERF)               # threads summed
+    got = tracer.parse_perf(PERF)               # threads summed
     assert got["epoll_wait"] == {"calls": 15, "seconds": pytest.approx(0.06), "errors": 1}
     assert got["recvfrom"]["calls"] == 7
 
