@@ -38,163 +38,26 @@ Without /proc/slabinfo the cache columns are empty and memory.json says why.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import resource
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
 
 from bench.tasks import procs
+from bench.tasks.kernel_mem import (CACHES, SETTLE_S, count_fds, limits, read_slabinfo, read_state,
+                                    slab_lines, wait_quiet)
+from bench.tasks.memory_child import bare, hold
 from servers.sysutil import utc_now
 from bench.rundir.schema import FORMAT, MEMORY_COLUMNS
 
-CACHES = ("eventpoll_epi", "eventpoll_pwq", "TCP", "sock_inode_cache")
-MEMINFO = ("Slab", "SReclaimable", "SUnreclaim", "KernelStack", "PageTables", "MemAvailable")
 CONTROL = "control"              # the bare holder's label in memory.json
-GIB = 2 ** 30
 FD_SLACK = 16                    # descriptors a server holds besides its connections
 HOLD_TIMEOUT_S = 20.0            # plus 1 s per 1000 connections
-SETTLE_S = 0.2                   # after the last accept: registrations finish
-QUIET_TIMEOUT_S = 3.0            # waiting for freed sockets to leave the slab
 TRIES = 3                        # measurements per (mechanism, N) while the machine moves
 MAX_DRIFT = 0.05                 # ours: the TCP line back within 5% of its growth afterwards
-
-
-# ---------------------------------------------------------------- reading the machine
-
-def read_slabinfo(path: str = "/proc/slabinfo") -> dict[str, dict]:
-    """{line name: {active_objs, num_objs, objsize}}; OSError when unreadable."""
-    out = {}
-    with open(path) as f:
-        for line in f:
-            if line.startswith(("slabinfo", "#")):
-                continue
-            w = line.split()
-            out[w[0]] = {"active_objs": int(w[1]), "num_objs": int(w[2]), "objsize": int(w[3])}
-    return out
-
-
-def slab_lines(slab: dict[str, dict], caches=CACHES, sys_slab: Path = Path("/sys/kernel/slab")) -> dict:
-    """cache -> {"line": the slabinfo line that counts it, "aliases": caches merged with it}.
-
-    SLUB lists a merged group once, under the name of its first cache;
-    /sys/kernel/slab/<cache> links every alias to the group (":A-0000064").
-    """
-    groups: dict[str, list[str]] = {}
-    if sys_slab.is_dir():
-        for entry in sys_slab.iterdir():
-            groups.setdefault(os.path.realpath(entry), []).append(entry.name)
-    out = {}
-    for cache in caches:
-        real = os.path.realpath(sys_slab / cache) if (sys_slab / cache).exists() else None
-        aliases = sorted(n for n in groups.get(real, []) if not n.startswith(":")) if real else []
-        line = cache if cache in slab else next((n for n in aliases if n in slab), None)
-        out[cache] = {"line": line, "aliases": aliases,
-                      "objsize": slab[line]["objsize"] if line else None}
-    return out
-
-
-def read_meminfo() -> dict[str, int]:
-    """The MEMINFO fields of /proc/meminfo, in bytes."""
-    out = {}
-    with open("/proc/meminfo") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in MEMINFO + ("MemTotal",):
-                out[key] = int(rest.split()[0]) * 1024
-    return out
-
-
-def read_rss(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def count_fds(pid: int) -> int:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return -1
-
-
-def read_state(pid: int, lines: dict | None) -> dict:
-    """One reading: slab lines' bytes (active_objs x objsize), meminfo, the server's RSS and fds."""
-    state = {"t": time.monotonic(), "meminfo": read_meminfo(), "rss_bytes": read_rss(pid),
-             "fds": count_fds(pid), "slab": None}
-    if lines is not None:
-        slab = read_slabinfo()
-        state["slab"] = {c: (slab[l["line"]]["active_objs"] * slab[l["line"]]["objsize"]
-                             if l["line"] in slab else None) for c, l in lines.items()}
-    return state
-
-
-def _wait_quiet(lines: dict | None) -> None:
-    """Let sockets freed by the previous measurement leave the TCP slab (freeing is deferred)."""
-    if lines is None or lines["TCP"]["line"] is None:
-        time.sleep(SETTLE_S)
-        return
-    deadline = time.monotonic() + QUIET_TIMEOUT_S
-    last = None
-    while time.monotonic() < deadline:
-        now = read_slabinfo()[lines["TCP"]["line"]]["active_objs"]
-        if now == last:
-            return
-        last = now
-        time.sleep(0.1)
-
-
-# ---------------------------------------------------------------- children
-
-def hold(host: str, port: int, n: int) -> int:
-    """Client: open n connections (blocking), print READY, hold until SIGTERM, then reset them."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-    socks, failure = [], None
-    for _ in range(n):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.settimeout(5.0)
-        try:
-            s.connect((host, port))
-        except OSError as e:
-            s.close()
-            failure = errno.errorcode.get(e.errno, str(e)) if e.errno else type(e).__name__
-            break
-        socks.append(s)
-    print(f"READY {len(socks)} {failure or 'ok'} {os.getpid()}", flush=True)
-    signal.sigwait({signal.SIGTERM, signal.SIGINT})
-    linger = (1).to_bytes(4, "little") + (0).to_bytes(4, "little")
-    for s in socks:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)   # RST: no TIME_WAIT
-        s.close()
-    return 0
-
-
-def bare() -> int:
-    """Control server: accept and keep every connection, no multiplexer; exit on SIGTERM."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
-    host, port = listener.getsockname()
-    print(f"READY {host} {port} {os.getpid()}", flush=True)
-    held = []
-    while True:
-        try:
-            held.append(listener.accept()[0])
-        except OSError as e:
-            if e.errno in (errno.EMFILE, errno.ENFILE):
-                time.sleep(0.1)             # full: keep what we hold, the reading shows it
-                continue
-            raise
 
 
 # ---------------------------------------------------------------- one measurement
@@ -211,7 +74,7 @@ def measure(mechanism: str, n: int, lines: dict | None, *, env=None, server_cpus
         server = procs.Child("server", argv, cpus=server_cpus, env=env)
         host, port, pid = server.read_ready(ready_timeout_s)
         pid = int(pid)
-        _wait_quiet(lines)
+        wait_quiet(lines)
         before = read_state(pid, lines)
         client = procs.Child("client", [sys.executable, "-m", "bench.tasks.memory", "hold", host, port,
                                         str(n)], env=env)
@@ -237,7 +100,7 @@ def measure(mechanism: str, n: int, lines: dict | None, *, env=None, server_cpus
                 child.stop(signal.SIGTERM, 10)
                 child.close()
     if out["error"] is None:
-        _wait_quiet(lines)
+        wait_quiet(lines)
         out["after"] = read_state(-1, lines)
         out["drift"] = drift(out)
     return out
@@ -316,38 +179,6 @@ def row(m: dict, control: dict | None) -> dict:
         "slab_bytes": round(share()), **{c: None if v is None else round(v) for c, v in caches.items()},
         "per_conn_rss_bytes": round((rss - m["before"]["rss_bytes"]) / n, 1),
         "per_conn_kernel_bytes": round(sum(known) / n, 1) if len(known) == len(CACHES) else None,
-    }
-
-
-# ---------------------------------------------------------------- limits
-
-def limits() -> dict:
-    """The limits on how many connections this machine holds, and the connections per GiB each implies."""
-    def sysctl(name):
-        try:
-            return int(Path("/proc/sys", name.replace(".", "/")).read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-
-    mem = read_meminfo().get("MemTotal")
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    values = {"fs.file-max": sysctl("fs.file-max"), "fs.nr_open": sysctl("fs.nr_open"),
-              "fs.epoll.max_user_watches": sysctl("fs.epoll.max_user_watches"),
-              "RLIMIT_NOFILE": hard if hard != resource.RLIM_INFINITY else None}
-    gib = mem / GIB if mem else None
-    return {
-        "mem_total_bytes": mem, "values": values, "rlimit_nofile": {"soft": soft, "hard": hard},
-        "per_gib": {k: round(v / gib) for k, v in values.items() if v and gib},
-        "meaning": {
-            "fs.file-max": "open files system-wide; each server connection is one (default ~10% of "
-                           "memory at ~1 KiB per file)",
-            "fs.nr_open": "the most descriptors one process may ever open (a fixed count, not "
-                          "scaled by memory)",
-            "fs.epoll.max_user_watches": "epoll watches per user (default 4% of low memory over "
-                                         "the per-watch cost); one per connection",
-            "RLIMIT_NOFILE": "this process's hard descriptor limit: one server process holds "
-                             "at most this many",
-        },
     }
 
 
