@@ -57,7 +57,6 @@ which this module reads.
 
 from __future__ import annotations
 
-import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +64,7 @@ from pathlib import Path
 import servers
 
 from bench.rundir.schema import EXPERIMENTS
+from bench.sweep.profile_check import FieldChecker, ProfileError
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -88,10 +88,6 @@ POINT_FIELDS = ("connections", "active", "active_ratio", "msg_size")   # a sysca
 TRACERS = ("auto", "perf", "strace")
 ARRIVALS = ("fixed", "poisson")
 MIN_MSG_SIZE = 16          # the load generator's header + pattern (loadgen/spec.py)
-
-
-class ProfileError(ValueError):
-    """A profile that cannot run: the message names file, field and allowed values."""
 
 
 @dataclass(frozen=True)
@@ -163,7 +159,7 @@ def parse(text: str, source: str = "<profile>", name: str = "profile") -> Profil
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ProfileError(f"{source}: not valid TOML: {e}") from None
-    c = _Checker(source)
+    c = FieldChecker(source)
     c.known(doc, RUN_FIELDS, "")
     runwide = dict(
         repetitions=c.integer(doc, "repetitions", 1, default=1),
@@ -189,7 +185,7 @@ def parse(text: str, source: str = "<profile>", name: str = "profile") -> Profil
     )
 
 
-def _experiment(c: "_Checker", t: dict, index: int, runwide: dict) -> Experiment:
+def _experiment(c: FieldChecker, t: dict, index: int, runwide: dict) -> Experiment:
     where = f"experiment[{index}]."
     kind = t.get("kind")
     if kind not in KINDS:
@@ -253,7 +249,7 @@ def _experiment(c: "_Checker", t: dict, index: int, runwide: dict) -> Experiment
     return exp
 
 
-def _task(c: "_Checker", t: dict, index: int, runwide: dict) -> Experiment:
+def _task(c: FieldChecker, t: dict, index: int, runwide: dict) -> Experiment:
     where = f"experiment[{index}]."
     kind = t["kind"]
     c.known(t, TASK_FIELDS[kind], where)
@@ -276,7 +272,7 @@ def _task(c: "_Checker", t: dict, index: int, runwide: dict) -> Experiment:
     return Experiment(index=index, kind=kind, quick=quick, **fields)
 
 
-def _points(c: "_Checker", t: dict, where: str) -> tuple[tuple[int, int, int], ...]:
+def _points(c: FieldChecker, t: dict, where: str) -> tuple[tuple[int, int, int], ...]:
     """syscalls points: [{connections = 100, active = 10}, ...] -> ((100, 10, 64), ...)."""
     tables = t.get("points")
     if not isinstance(tables, list) or not tables or not all(isinstance(p, dict) for p in tables):
@@ -306,86 +302,3 @@ def fd_limit(mechanism: str) -> int | None:
     """The highest connection count a mechanism can serve (select: FD_SETSIZE)."""
     mod = servers.MECHANISMS.get(mechanism)
     return getattr(mod, "FD_LIMIT", None)
-
-
-class _Checker:
-    """Field checks that raise one-line ProfileErrors."""
-
-    def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, field: str, value, allowed: str):
-        raise ProfileError(f"{self.source}: {field}: {value!r} is not allowed; allowed: {allowed}")
-
-    def known(self, table: dict, fields: tuple, where: str) -> None:
-        for key in table:
-            if key not in fields:
-                raise ProfileError(f"{self.source}: {where}{key}: unknown field; "
-                                   f"allowed: {', '.join(fields)}")
-
-    def integer(self, t, key, low, where="", default=None):
-        if key not in t:
-            return default
-        v = t[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            self.fail(where + key, v, f"a whole number >= {low}")
-        return v
-
-    def number(self, t, key, low, where="", default=None, open_low=False, high=None):
-        if key not in t:
-            return default
-        v = t[key]
-        ok = (not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-              and (v > low if open_low else v >= low) and (high is None or v <= high))
-        if not ok:
-            bound = f"> {low}" if open_low else f">= {low}"
-            self.fail(where + key, v, f"a number {bound}" + (f" and <= {high}" if high else ""))
-        return float(v)
-
-    def _list(self, t, key, where):
-        v = t[key]
-        values = v if isinstance(v, list) else [v]
-        if not values:
-            raise ProfileError(f"{self.source}: {where}{key}: empty list; give at least one value")
-        return values
-
-    def integers(self, t, key, low, where, default):
-        if key not in t:
-            return default
-        return tuple(self.integer({key: v}, key, low, where) for v in self._list(t, key, where))
-
-    def numbers(self, t, key, low, where, default, high=None, open_low=False):
-        if key not in t:
-            return default
-        return tuple(self.number({key: v}, key, low, where, high=high, open_low=open_low)
-                     for v in self._list(t, key, where))
-
-    def connections(self, t, where) -> tuple[int, ...]:
-        if "connections" not in t:
-            raise ProfileError(f"{self.source}: {where}connections: missing; give a count, "
-                               "a list, or {from = N, to = M, step = K}")
-        v = t["connections"]
-        if not isinstance(v, dict):
-            return self.integers(t, "connections", 1, where, default=())
-        self.known(v, ("from", "to", "step"), where + "connections.")
-        lo, hi, step = (self.integer(v, k, 1, where + "connections.") for k in ("from", "to", "step"))
-        if None in (lo, hi, step) or hi < lo:
-            raise ProfileError(f"{self.source}: {where}connections: a range needs whole numbers "
-                               "from <= to and step >= 1, e.g. {from = 900, to = 1100, step = 20}")
-        return tuple(range(lo, hi + 1, step))
-
-    def mechanisms(self, t, key, default, where=""):
-        if key not in t:
-            return default
-        v = t[key]
-        known = {**servers.MECHANISMS, **servers.REFERENCES}
-        allowed = ", ".join(known)
-        if not isinstance(v, list) or not v:
-            self.fail(where + key, v, f"a list of one or more of {allowed}")
-        for m in v:
-            if m not in known:
-                self.fail(where + key, m, allowed)
-        if len(set(v)) != len(v):
-            raise ProfileError(f"{self.source}: {where}{key}: {v!r} names a mechanism twice; "
-                               "give each once")
-        return tuple(v)
