@@ -5,8 +5,11 @@ import json
 import os
 import resource
 
+import pandas as pd
 import pytest
 
+from bench import cli
+from bench.analysis import micro_summary
 from bench.tasks import child, micro
 from bench.rundir.schema import MICRO_COLUMNS
 from bench.rundir.store import RunFormatError
@@ -119,10 +122,54 @@ def test_cases_keep_ready_within_registered():
     assert micro.cases("register", 300) == [(0, "zero")]
 
 
-def test_summarize_and_fit_line():
+def test_summarize():
     assert micro.summarize(list(range(1, 102))) == (51, 11, 91)
-    slope, intercept, r2 = micro.fit_line([1, 2, 3, 4], [12, 14, 16, 18])
-    assert (slope, intercept, r2) == pytest.approx((2.0, 10.0, 1.0))
+
+
+def _wait_row(mech, n, ready, mode, ns):
+    return {"op": "wait", "mechanism": mech, "registered": n, "ready": ready,
+            "timeout_mode": mode, "ns_median": ns, "note": "" if ns else "refused: FD_SETSIZE"}
+
+
+def test_summary_fits_the_common_sizes_then_poll_and_epoll_over_all_theirs():
+    sizes = (10, 100, 1000, 3000)
+    cost = {"select": lambda n: 50 + 4 * n if n < 1024 else None,
+            "poll": lambda n: 40 + 3 * n, "epoll": lambda n: 500 + n / 100}
+    rows = [_wait_row(m, n, ready, mode, f(n)) for m, f in cost.items() for n in sizes
+            for ready, mode in ((0, "zero"), (1, "zero"), (1, "blocking"))]
+    rows.append({**_wait_row("poll", 10, 0, "zero", 1), "op": "register"})   # not a wait row
+    lines = micro_summary.summary_lines(pd.DataFrame(rows, columns=MICRO_COLUMNS))
+    assert lines[:2] == [
+        "micro slope ready=0 zero     N<=1000 : select    4.00 ns/fd (R2 1.00)  "
+        "poll    3.00 ns/fd (R2 1.00)  epoll    0.01 ns/fd (R2 1.00)",
+        "micro slope ready=0 zero     N<=3000 : poll    3.00 ns/fd (R2 1.00)  "
+        "epoll    0.01 ns/fd (R2 1.00)"]
+    assert [line[:30] for line in lines[2:]] == ["micro slope ready=1 zero     N",
+                                                 "micro slope ready=1 zero     N",
+                                                 "micro slope ready=1 blocking N",
+                                                 "micro slope ready=1 blocking N"]
+
+
+def test_summary_of_a_real_run_fits_poll_and_epoll_past_setsize(run):
+    run_dir, _, _ = run
+    lines = micro_summary.run_summary_lines(run_dir)
+    # select ran one size (SMALL) of two: no slope of its own, and none for the common span
+    assert len(lines) == 3                   # one per (ready, timeout_mode) case
+    for line in lines:
+        assert f"N<={PAST_SETSIZE:<5}" in line and "select" not in line
+        assert "poll" in line and "epoll" in line
+
+
+def test_run_micro_prints_no_summary_and_bench_micro_does(tmp_path, capfd, monkeypatch):
+    tiny = micro.Profile(sizes=(1, 3), budget_ms=1, min_samples=2, max_samples=2,
+                         warmup_calls=1, processes=1, ops=("wait",))
+    monkeypatch.setitem(micro.PROFILES, "quick", tiny)
+    micro.run_micro(out=tmp_path / "lib", quick=True, seed=1)
+    assert "micro slope" not in capfd.readouterr().err
+    assert cli.main(["micro", "--quick", "--out", str(tmp_path / "cli")]) == 0
+    out, err = capfd.readouterr()
+    assert out == f"{tmp_path / 'cli'}\n"
+    assert err.count("micro slope") == 3     # one per case; every mechanism ran every size
 
 
 def test_child_failure_is_reported_not_raised_raw():

@@ -12,7 +12,8 @@ operations, each timed by perf_counter_ns() around it.
 
 This module is the parent side: the configurations, their order, the
 children and the rows. What each op times, and how, is the child side:
-bench.tasks.micro_child.
+bench.tasks.micro_child. The per-fd slopes printed after a run are
+bench.analysis.micro_summary.
 """
 
 from __future__ import annotations
@@ -109,8 +110,6 @@ def run_micro(out=None, quick: bool = False, *, sizes=None, samples: int | None 
         write_json(run_dir / "micro.json", info)
         if created:
             _write_min_meta(run_dir, started_at, limits, state)
-    for line in summary_lines(_read_rows(csv_path)):
-        print(line, file=sys.stderr, flush=True)
     return run_dir
 
 
@@ -191,53 +190,6 @@ def progress_line(rows: list[dict]) -> str:
             cost = f"{r['ns_median'] / 1000:8.1f} us" if r["ns_median"] else "   " + r["note"][:20]
             parts.append(f"{r['mechanism']:6} {cost}")
     return f"ready={want} zero: " + "  ".join(parts)
-
-
-def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
-    """Least-squares y = slope * x + intercept; returns (slope, intercept, r2)."""
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-    syy = sum((y - my) ** 2 for y in ys)
-    slope = sxy / sxx if sxx else 0.0
-    r2 = (sxy * sxy) / (sxx * syy) if sxx and syy else 0.0
-    return slope, my - slope * mx, r2
-
-
-def summary_lines(rows: list[dict]) -> list[str]:
-    """Per-fd slopes of the wait cost (ns per registered fd) for C2, C3 and C7.
-
-    Every mechanism is fitted over the sizes all of them ran (select stops at
-    FD_SETSIZE), then poll and epoll again over all their sizes.
-    """
-    lines = []
-    for ready, mode in ((0, "zero"), (1, "zero"), (1, "blocking")):
-        cost = {m: {int(r["registered"]): float(r["ns_median"]) for r in rows
-                    if r["op"] == "wait" and r["mechanism"] == m and r["ns_median"]
-                    and int(r["ready"]) == ready and r["timeout_mode"] == mode}
-                for m in MECHANISMS}
-        common = sorted(set.intersection(*(set(c) for c in cost.values())))
-        spans = [(common, MECHANISMS)]
-        if any(set(c) != set(common) for c in cost.values()):
-            spans.append((sorted(set(cost["poll"]) | set(cost["epoll"])), ("poll", "epoll")))
-        for sizes, mechs in spans:
-            parts = []
-            for m in mechs:
-                ns = [n for n in sizes if n in cost[m]]
-                if len(ns) >= 2:
-                    slope, _, r2 = fit_line(ns, [cost[m][n] for n in ns])
-                    parts.append(f"{m} {slope:7.2f} ns/fd (R2 {r2:.2f})")
-            if parts:
-                lines.append(f"micro slope ready={ready} {mode:8} N<={sizes[-1]:<5}: "
-                             + "  ".join(parts))
-    return lines
-
-
-def _read_rows(path: Path) -> list[dict]:
-    import csv
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _run_id() -> str:

@@ -1,0 +1,46 @@
+"""The per-fd slope lines printed after a micro run (C2, C3, C7), fitted by stats.linear_fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from bench.analysis import stats
+from bench.rundir.store import load_table
+
+MECHANISMS = ("select", "poll", "epoll")      # the ones micro measures (bench.tasks.micro)
+CASES = ((0, "zero"), (1, "zero"), (1, "blocking"))   # (ready, timeout_mode) summarised
+
+
+def summary_lines(micro: pd.DataFrame) -> list[str]:
+    """Per-fd slopes of the wait cost (ns per registered fd), one line per case and span.
+
+    Every mechanism is fitted over the sizes all of them ran (select stops at
+    FD_SETSIZE), then poll and epoll again over all their sizes.
+    """
+    lines = []
+    for ready, mode in CASES:
+        rows = stats.micro_wait(micro, str(ready), mode)
+        cost = {m: rows[rows["mechanism"] == m] for m in MECHANISMS}
+        sizes = {m: {int(n) for n in c["registered"]} for m, c in cost.items()}
+        common = sorted(set.intersection(*sizes.values()))
+        spans = [(common, MECHANISMS)]
+        if any(s != set(common) for s in sizes.values()):
+            spans.append((sorted(sizes["poll"] | sizes["epoll"]), ("poll", "epoll")))
+        for span, mechs in spans:
+            parts = []
+            for m in mechs:
+                c = cost[m][cost[m]["registered"].isin(span)]
+                if len(c) >= 2:
+                    fit = stats.linear_fit(c["registered"], c["ns_median"])
+                    parts.append(f"{m} {fit.slope:7.2f} ns/fd (R2 {fit.r2:.2f})")
+            if parts:
+                lines.append(f"micro slope ready={ready} {mode:8} N<={span[-1]:<5}: "
+                             + "  ".join(parts))
+    return lines
+
+
+def run_summary_lines(run_dir: Path | str) -> list[str]:
+    """summary_lines of run_dir/micro.csv (none when it is absent or empty)."""
+    return summary_lines(load_table(run_dir, "micro.csv"))
