@@ -101,10 +101,10 @@ def test_refuses_to_overwrite_micro_csv(run):
         micro.run_micro(out=run_dir, sizes=(1,), samples=2, processes=1)
 
 
-def test_plan_interleaves_mechanisms_and_covers_every_case():
-    profile = micro.PROFILES["default"]
-    groups = micro.plan(profile, seed=1)
-    assert len(groups) == len(profile.ops) * len(profile.sizes)
+def test_schedule_interleaves_mechanisms_and_covers_every_case():
+    config = micro.CONFIGS["default"]
+    groups = micro.schedule(config, seed=1)
+    assert len(groups) == len(config.ops) * len(config.sizes)
     for op, n, configs in groups:
         mechs = micro.MECHANISMS if op == "wait" else ("poll", "epoll")
         k = len(mechs)
@@ -113,7 +113,7 @@ def test_plan_interleaves_mechanisms_and_covers_every_case():
             assert sorted(c["mechanism"] for c in block) == sorted(mechs)
             assert len({(c["ready"], c["timeout_mode"]) for c in block}) == 1
         assert len(configs) == k * len(micro.cases(op, n))
-    assert micro.plan(profile, seed=1) == groups
+    assert micro.schedule(config, seed=1) == groups
 
 
 def test_cases_keep_ready_within_registered():
@@ -161,9 +161,9 @@ def test_summary_of_a_real_run_fits_poll_and_epoll_past_setsize(run):
 
 
 def test_run_micro_prints_no_summary_and_bench_micro_does(tmp_path, capfd, monkeypatch):
-    tiny = micro.Profile(sizes=(1, 3), budget_ms=1, min_samples=2, max_samples=2,
-                         warmup_calls=1, processes=1, ops=("wait",))
-    monkeypatch.setitem(micro.PROFILES, "quick", tiny)
+    tiny = micro.MicroConfig(sizes=(1, 3), budget_ms=1, min_samples=2, max_samples=2,
+                             warmup_calls=1, processes=1, ops=("wait",))
+    monkeypatch.setitem(micro.CONFIGS, "quick", tiny)
     micro.run_micro(out=tmp_path / "lib", quick=True, seed=1)
     assert "micro slope" not in capfd.readouterr().err
     assert cli.main(["micro", "--quick", "--out", str(tmp_path / "cli")]) == 0

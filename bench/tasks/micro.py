@@ -37,7 +37,7 @@ CHILD_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
-class Profile:
+class MicroConfig:
     sizes: tuple[int, ...]       # registered descriptors N, log steps
     budget_ms: float             # timed calls per configuration, in total
     min_samples: int
@@ -48,11 +48,11 @@ class Profile:
     ops: tuple[str, ...] = ("wait", "register", "modify")
 
 
-PROFILES = {
-    "default": Profile(sizes=(1, 3, 10, 30, 100, 300, 1000, 3000, 9000), budget_ms=250,
-                       min_samples=200, max_samples=10000, warmup_calls=50, processes=2),
-    "quick": Profile(sizes=(1, 30, 1000, 9000), budget_ms=20, min_samples=40,
-                     max_samples=1000, warmup_calls=10, processes=1, readies=(1,)),
+CONFIGS = {
+    "default": MicroConfig(sizes=(1, 3, 10, 30, 100, 300, 1000, 3000, 9000), budget_ms=250,
+                           min_samples=200, max_samples=10000, warmup_calls=50, processes=2),
+    "quick": MicroConfig(sizes=(1, 30, 1000, 9000), budget_ms=20, min_samples=40,
+                         max_samples=1000, warmup_calls=10, processes=1, readies=(1,)),
 }
 
 
@@ -61,16 +61,16 @@ def run_micro(out=None, quick: bool = False, *, sizes=None, samples: int | None 
     """Run the micro-benchmark into run directory `out`; return it.
 
     `sizes`, `samples` (a fixed count per process), `ops` and `processes`
-    override the profile (tests use a tiny configuration).
+    override the configuration (tests use a tiny one).
     """
     from bench.rundir.store import RunFormatError, append_row, write_json   # pandas: parent only
-    profile = PROFILES["quick" if quick else "default"]
+    config = CONFIGS["quick" if quick else "default"]
     if sizes is not None:
-        profile = Profile(**{**asdict(profile), "sizes": tuple(sizes)})
+        config = MicroConfig(**{**asdict(config), "sizes": tuple(sizes)})
     if ops is not None:
-        profile = Profile(**{**asdict(profile), "ops": tuple(ops)})
+        config = MicroConfig(**{**asdict(config), "ops": tuple(ops)})
     if processes is not None:
-        profile = Profile(**{**asdict(profile), "processes": processes})
+        config = MicroConfig(**{**asdict(config), "processes": processes})
     started_at = utc_now()
     run_dir = Path(out) if out is not None else Path("results") / _run_id()
     created = not run_dir.exists()
@@ -81,8 +81,8 @@ def run_micro(out=None, quick: bool = False, *, sizes=None, samples: int | None 
                              "give a new --out directory")
     limits = raise_nofile_limit()
     seed = random.SystemRandom().randrange(2**32) if seed is None else seed
-    groups = plan(profile, seed)
-    info = {"format": FORMAT, "started_at": started_at, "profile": asdict(profile),
+    groups = schedule(config, seed)
+    info = {"format": FORMAT, "started_at": started_at, "profile": asdict(config),
             "quick": quick, "samples_fixed": samples, "seed": seed,
             "rlimit_nofile": limits, "maxevents": MAXEVENTS, "kernel": platform.release(),
             "python": platform.python_version(), "start_method": "spawn"}
@@ -94,7 +94,7 @@ def run_micro(out=None, quick: bool = False, *, sizes=None, samples: int | None 
     state = "failed"
     try:
         for i, (op, n, configs) in enumerate(groups, 1):
-            rows = measure_group(configs, samples, profile, timer_ns)
+            rows = measure_group(configs, samples, config, timer_ns)
             for row in rows:
                 append_row(csv_path, row, MICRO_COLUMNS)
             elapsed_s = (perf_counter_ns() - t_start) / 1e9
@@ -113,13 +113,13 @@ def run_micro(out=None, quick: bool = False, *, sizes=None, samples: int | None 
     return run_dir
 
 
-def measure_group(configs: list[dict], samples: int | None, profile: Profile,
+def measure_group(configs: list[dict], samples: int | None, config: MicroConfig,
                   timer_ns: list[int]) -> list[dict]:
-    """Measure one (op, N) group: every configuration in `profile.processes`
+    """Measure one (op, N) group: every configuration in `config.processes`
     fresh children, samples pooled; returns its micro.csv rows."""
     pooled = [{"data": [], "note": ""} for _ in configs]
     refused = None                         # select's refusal at this N, measured once
-    for rnd in range(profile.processes):
+    for rnd in range(config.processes):
         # later rounds run the group backwards, so no configuration always goes first
         order = range(len(configs)) if rnd % 2 == 0 else reversed(range(len(configs)))
         for j in order:
@@ -130,7 +130,7 @@ def measure_group(configs: list[dict], samples: int | None, profile: Profile,
                 acc["note"] = refused
                 continue
             try:
-                res = run_in_child(measure, cfg, samples, profile, timeout_s=CHILD_TIMEOUT_S)
+                res = run_in_child(measure, cfg, samples, config, timeout_s=CHILD_TIMEOUT_S)
             except ChildFailed as e:
                 acc["note"] = f"failed: {e}"
                 continue
@@ -150,18 +150,18 @@ def measure_group(configs: list[dict], samples: int | None, profile: Profile,
     return rows
 
 
-def plan(profile: Profile, seed: int) -> list[tuple[str, int, list[dict]]]:
+def schedule(config: MicroConfig, seed: int) -> list[tuple[str, int, list[dict]]]:
     """The configurations as (op, N, [config]) groups in run order.
 
     Within a group, mechanisms alternate for each (A, mode) and the first
     mechanism rotates; the groups themselves are shuffled with `seed`.
     """
     groups, turn = [], 0
-    for op in profile.ops:
+    for op in config.ops:
         mechs = MECHANISMS if op == "wait" else ("poll", "epoll")
-        for n in profile.sizes:
+        for n in config.sizes:
             configs = []
-            for ready, mode in cases(op, n, profile.readies):
+            for ready, mode in cases(op, n, config.readies):
                 for k in range(len(mechs)):
                     mech = mechs[(turn + k) % len(mechs)]
                     configs.append({"op": op, "mechanism": mech, "registered": n,
@@ -192,6 +192,12 @@ def progress_line(rows: list[dict]) -> str:
     return f"ready={want} zero: " + "  ".join(parts)
 
 
+def summarize(samples_ns: list[int]) -> tuple[int, int, int]:
+    """(median, p10, p90) of the samples, in ns, rounded to integers."""
+    deciles = statistics.quantiles(samples_ns, n=10, method="inclusive")
+    return round(statistics.median(samples_ns)), round(deciles[0]), round(deciles[8])
+
+
 def _run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
@@ -205,9 +211,3 @@ def _write_min_meta(run_dir: Path, started_at: str, limits: dict, state: str) ->
                              "experiments": ["micro"]}
     meta["limits"]["rlimit_nofile"]["orchestrator"] = limits
     write_json(run_dir / "meta.json", meta)
-
-
-def summarize(samples_ns: list[int]) -> tuple[int, int, int]:
-    """(median, p10, p90) of the samples, in ns, rounded to integers."""
-    deciles = statistics.quantiles(samples_ns, n=10, method="inclusive")
-    return round(statistics.median(samples_ns)), round(deciles[0]), round(deciles[8])

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING
 from servers.sysutil import raise_nofile_limit
 
 if TYPE_CHECKING:
-    from bench.tasks.micro import Profile
+    from bench.tasks.micro import MicroConfig
 
 MAXEVENTS = 1024             # servers/epoll_loop.py MAXEVENTS: the same call as the server
 REFUSED = "refused: FD_SETSIZE"
@@ -76,7 +76,7 @@ def open_pairs(n: int) -> tuple[list[int], list[int]]:
     return readers, writers
 
 
-def measure(cfg: dict, samples: int | None, profile: Profile) -> dict:
+def measure(cfg: dict, samples: int | None, config: MicroConfig) -> dict:
     """Child: set up one configuration and time it (see the module docstring)."""
     raise_nofile_limit()
     op, mech, n, ready = cfg["op"], cfg["mechanism"], cfg["registered"], cfg["ready"]
@@ -143,11 +143,11 @@ def measure(cfg: dict, samples: int | None, profile: Profile) -> dict:
     gc.collect()
     gc.disable()
     timer_ns = statistics.median(_timer_overhead(200))   # reported, not subtracted
-    warm = [one() for _ in range(max(profile.warmup_calls, 3))]
+    warm = [one() for _ in range(max(config.warmup_calls, 3))]
     if samples is None:
         est_ns = max(statistics.median(warm), 1)
-        samples = int(min(profile.max_samples,
-                          max(profile.min_samples, profile.budget_ms * 1e6 / est_ns)))
+        samples = int(min(config.max_samples,
+                          max(config.min_samples, config.budget_ms * 1e6 / est_ns)))
     data = [one() for _ in range(max(samples, 2))]
     gc.enable()
     return {"data": data, "note": note, "timer_ns": [timer_ns]}
