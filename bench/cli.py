@@ -84,11 +84,10 @@ def _write_report(run_dir) -> None:
 
 
 def cmd_micro(args) -> int:
-    from bench.analysis.micro_summary import run_summary_lines
+    from bench.analysis.micro_summary import print_summary
     from bench.tasks.micro import run_micro
     run_dir = run_micro(out=args.out, quick=args.quick)
-    for line in run_summary_lines(run_dir):
-        print(line, file=sys.stderr, flush=True)
+    print_summary(run_dir)                  # stderr: stdout stays the run directory alone
     print(run_dir)
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -44,3 +45,9 @@ def summary_lines(micro: pd.DataFrame) -> list[str]:
 def run_summary_lines(run_dir: Path | str) -> list[str]:
     """summary_lines of run_dir/micro.csv (none when it is absent or empty)."""
     return summary_lines(load_table(run_dir, "micro.csv"))
+
+
+def print_summary(run_dir: Path | str, file=None) -> None:
+    """Print run_summary_lines(run_dir) to file (default stderr), one line each."""
+    for line in run_summary_lines(run_dir):
+        print(line, file=file or sys.stderr, flush=True)
