@@ -2,5 +2,6 @@
 
 stats (medians with CIs, fits), claims (the verdict rules of CLAIMS.md, the
 evidence readers, one function per claim), goals (the speed goals read off
-the run). May import rundir only.
+the run), micro_summary (the per-descriptor slopes printed after a micro
+run). May import rundir only.
 """

@@ -12,8 +12,11 @@ from servers.sysutil import utc_now
 
 
 def _run_micro(task: plan.Task, run_dir: Path, ctx: Context | None = None) -> str:
+    from bench.analysis.micro_summary import print_summary
     from bench.tasks.micro import run_micro
-    return str(run_micro(out=run_dir, quick=task.quick))
+    done = str(run_micro(out=run_dir, quick=task.quick))
+    print_summary(run_dir)                      # the per-fd slopes, on stderr
+    return done
 
 
 def _run_probes(task: plan.Task, run_dir: Path, ctx: Context | None = None) -> str:
