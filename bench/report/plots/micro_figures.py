@@ -1,0 +1,53 @@
+"""The micro-benchmark figures (micro.csv): one wait call's cost vs registered descriptors, with fits."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from bench.analysis import stats as an
+from bench.report.plots.common import (_axes, _fd_setsize_line, _legend, _log_if_decades, _no_data, color,
+                                       label, mechanisms_in)
+
+
+def _micro_figure(df, ax, ready: str, title: str) -> Axes:
+    ax = _axes(ax)
+    rows = an.micro_wait(df, ready) if df is not None else pd.DataFrame()
+    if rows.empty:
+        return _no_data(ax, "micro-benchmark rows")
+    fits = an.micro_fits(df, ready)
+    for mech in mechanisms_in(rows):
+        g = rows[rows["mechanism"] == mech].groupby("registered").median(numeric_only=True).reset_index()
+        c = color(mech)
+        f = an.fit_row(fits, mech)
+        name = label(mech) + (f": {f['slope']:.3g} ns/fd, R² {f['r2']:.2f}" if f else "")
+        ax.plot(g["registered"], g["ns_median"], marker="o", ms=4, lw=1.8, color=c, label=name)
+        ax.fill_between(g["registered"], g["ns_p10"], g["ns_p90"], color=c, alpha=0.15, lw=0)
+        if f:
+            xs = np.geomspace(max(f["x_min"], 1), f["x_max"], 200)
+            ax.plot(xs, f["intercept"] + f["slope"] * xs, color=c, lw=0.9, ls=":")
+    _log_if_decades(ax, "x", rows["registered"])
+    _log_if_decades(ax, "y", rows[["ns_p10", "ns_median", "ns_p90"]])
+    _fd_setsize_line(ax, rows["registered"])
+    ax.set_xlabel("registered descriptors, socketpairs (count)")
+    ax.set_ylabel("one wait call, timeout 0 (ns)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    _legend(ax, rows, math.nan, [(Patch(color="grey", alpha=0.25), "band: p10–p90 of the samples"),
+                                 (Line2D([], [], color="grey", ls=":"), "dotted: linear fit")])
+    return ax
+
+
+def plot_micro_wait_1_ready(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """micro.csv: wait-call cost vs registered descriptors with 1 ready, fitted lines (C2, C3, C7)."""
+    return _micro_figure(df, ax, "1", "Wait-call cost, 1 descriptor ready")
+
+
+def plot_micro_wait_all_ready(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """micro.csv: wait-call cost vs registered descriptors, all ready, fitted lines (C6)."""
+    return _micro_figure(df, ax, "all", "Wait-call cost, every descriptor ready")
