@@ -1,0 +1,209 @@
+"""Each figure's reading: two sentences computed from the run's data, the text under the figure in the report."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from bench.analysis import stats as an
+from bench.analysis import claims
+from bench.report import plots
+from bench.analysis.claims import num
+from bench.rundir.store import Run
+
+
+def _agg(points: pd.DataFrame, experiment: str, x: str, y: str) -> pd.DataFrame:
+    rows = an.experiment(points, experiment)
+    rows = rows[rows["usable"]]
+    if rows.empty:
+        return pd.DataFrame()
+    a = an.aggregate(rows, measures=[y], by=["mechanism", x])
+    return a[a["n"] > 0].sort_values(x)
+
+
+def _changes(a: pd.DataFrame, x: str, y: str, xname: str, unit: str, what: str) -> str:
+    """'From N=10 to 10,000, <what> went from A to B unit (+x%) for m; ...'."""
+    parts = []
+    for mech in plots.mechanisms_in(a):
+        g = a[a["mechanism"] == mech]
+        if len(g) < 2:
+            continue
+        first, last = g.iloc[0], g.iloc[-1]
+        change = (last[y] - first[y]) / first[y] if first[y] else math.nan
+        parts.append(f"{plots.label(mech)} {num(first[y])} → {num(last[y], unit)} ({change:+.0%}"
+                     + (f", up to {xname}={num(last[x])}" if last[x] != a[x].max() else "") + ")")
+    return f"From {xname}={num(a[x].min())} to {num(a[x].max())}, {what} went: " + "; ".join(parts) + "."
+
+
+def _ranking(a: pd.DataFrame, x: str, y: str, xname: str, unit: str, higher_is_better: bool | None) -> str:
+    """At the largest x: the two ends, and whether their difference counts by the CI rule."""
+    at = a[a[x] == a[x].max()].dropna(subset=[y])
+    if len(at) < 2:
+        return f"Only one mechanism reached {xname}={num(a[x].max()) if len(a) else 'n/a'}."
+    at = at.sort_values(y, ascending=higher_is_better is False)
+    top, bottom = at.iloc[0], at.iloc[-1]
+    apart = claims.differs((top[f"{y}_lo"], top[f"{y}_hi"]), (bottom[f"{y}_lo"], bottom[f"{y}_hi"]))
+    rule = {True: "their CIs do not overlap, so the difference counts",
+            False: "their CIs overlap, so by our rule this is no difference",
+            None: "no CI (too few repetitions), so the difference does not count"}[apart]
+    hi, lo = (top, bottom) if top[y] >= bottom[y] else (bottom, top)
+    ratio = hi[y] / lo[y] if lo[y] else math.nan
+    words = ("highest", "lowest") if higher_is_better is None else ("best", "worst")
+    return (f"At {xname}={num(a[x].max())}, {plots.label(top['mechanism'])} is {words[0]} with "
+            f"{num(top[y], unit)} and {plots.label(bottom['mechanism'])} {words[1]} with "
+            f"{num(bottom[y], unit)} ({plots.label(hi['mechanism'])} at {ratio:.2f}× "
+            f"{plots.label(lo['mechanism'])}); {rule}.")
+
+
+def _points_reading(points, experiment, x, y, xname, unit, what, higher_is_better) -> str:
+    a = _agg(points, experiment, x, y)
+    if a.empty or a.groupby("mechanism")[x].nunique().max() < 2:
+        return ""                          # too few points for a line: by_figure() says so
+    return _changes(a, x, y, xname, unit, what) + " " + _ranking(a, x, y, xname, unit, higher_is_better)
+
+
+def _fits_reading(fits: pd.DataFrame, unit: str, where: str) -> str:
+    fits = fits[fits["slope"].notna()] if fits is not None and not fits.empty else fits
+    if fits is None or fits.empty:
+        return ""
+    lin = [f"{plots.label(r.mechanism)} {num(r.slope)} {unit} (R² {r.r2:.2f})"
+           for r in fits.itertuples() if claims.grows_linearly(r._asdict())]
+    flat = [f"{plots.label(r.mechanism)} ({r.change:+.0%})" for r in fits.itertuples()
+            if claims.is_flat(r.first, r.last)]
+    first = (f"{where}, the cost grows linearly for " + ", ".join(lin) + "." if lin
+             else f"{where}, no mechanism's cost grows linearly by the rule.")
+    second = (f"It is flat (within {claims.FLAT_WITHIN:.0%} from smallest to largest N) for "
+              + ", ".join(flat) + "." if flat else "No mechanism's cost stays flat.")
+    return f"{first} {second}"
+
+
+def _fdlimit_reading(points) -> str:
+    rows = an.experiment(points, "fdlimit")
+    rows = rows[rows["usable"]]
+    if rows.empty:
+        return ""
+    out = []
+    for mech in plots.mechanisms_in(rows):
+        g = rows[rows["mechanism"] == mech]
+        c = pd.to_numeric(g["connections"], errors="coerce")
+        e = pd.to_numeric(g["echoing"], errors="coerce")
+        top = e[c == c.max()].median()
+        out.append(f"{plots.label(mech)} echoed at most {num(e.max())} (at {num(c.max())} attempted: {num(top)})")
+    short = [m for m in plots.mechanisms_in(rows) if (pd.to_numeric(rows[rows["mechanism"] == m]["echoing"])
+                                               < pd.to_numeric(rows[rows["mechanism"] == m]["connections"])).any()]
+    second = (f"Mechanisms that fell short of the attempted connections: {', '.join(short)}."
+              if short else "Every mechanism echoed every connection it was given.")
+    return "; ".join(out) + ". " + second
+
+
+def _syscalls_reading(sc: pd.DataFrame, doc: dict | None = None) -> str:
+    if sc is None or sc.empty:
+        return ""
+    sc = sc.assign(calls_per_msg=pd.to_numeric(sc["calls_per_msg"], errors="coerce"))
+    tops = []
+    for mech in plots.mechanisms_in(sc):
+        g = sc[sc["mechanism"] == mech].sort_values("calls_per_msg", ascending=False)
+        if len(g):
+            tops.append(f"{plots.label(mech)}: {g.iloc[0]['syscall']} {num(g.iloc[0]['calls_per_msg'])}")
+    mm = sc[sc["syscall"] == "mmap"]
+    mm_text = (f"mmap runs at most {num(mm['calls_per_msg'].max())} times per message."
+               if len(mm) else "No server called mmap during the window.")
+    return "Busiest system call per message: " + "; ".join(tops) + ". " + mm_text + _perturbation(doc)
+
+
+def _perturbation(doc: dict | None) -> str:
+    """What tracing did to the servers (syscalls.json): throughput and wait calls, untraced vs traced."""
+    pts = [p for p in ((doc or {}).get("points") or {}).values() if p.get("traced_over_untraced")]
+    if not pts:
+        return ""
+    ratio = pd.Series([p["traced_over_untraced"] for p in pts])
+    w_u = pd.Series([p["untraced"]["wait_calls_per_msg"] for p in pts], dtype=float)
+    w_t = pd.Series([p["traced"]["wait_calls_per_msg"] for p in pts], dtype=float)
+    return (f" Tracing ({doc.get('tracer')}) slowed the servers to {ratio.median():.1%} of their "
+            f"untraced throughput (median over {len(pts)} points, range {ratio.min():.1%} to "
+            f"{ratio.max():.1%}), and a slower server finds more connections ready per wait: "
+            f"{num(w_u.median())} wait calls per message untraced (the servers' own counters) vs "
+            f"{num(w_t.median())} traced. Counts per message of recv and send hold; those of the "
+            "wait call describe the traced, slower server.")
+
+
+def _memory_reading(mem: pd.DataFrame, doc: dict | None = None) -> str:
+    if mem is None or mem.empty:
+        return ""
+    mem = mem.copy()
+    for c in ("connections", "per_conn_kernel_bytes", "per_conn_rss_bytes"):
+        mem[c] = pd.to_numeric(mem[c], errors="coerce")
+    parts = []
+    for mech in plots.mechanisms_in(mem):
+        g = mem[mem["mechanism"] == mech]
+        top = g[g["connections"] == g["connections"].max()]
+        per = (top["per_conn_kernel_bytes"] + top["per_conn_rss_bytes"].fillna(0)).median()
+        parts.append(f"{plots.label(mech)} {num(per, 'B')} ({num(claims.GB / per)} per GiB)")
+    text = ("Memory per connection at the largest N, kernel plus process: " + "; ".join(parts) + ". "
+            f"The claim's figure is {claims.CLAIMED_CONNS_PER_GB:,} per GB.")
+    doc = doc or {}
+    ctl = [c for c in doc.get("control") or [] if c.get("per_conn_kernel_bytes")]
+    if ctl:
+        c = max(ctl, key=lambda c: c["connections"])
+        text += (f" A bare TCP socket with no multiplexer (control, one side of the loopback pair) "
+                 f"costs {num(c['per_conn_kernel_bytes'], 'B')} in these caches at {num(c['connections'])} "
+                 "connections; what a mechanism adds over it is its own.")
+    per_gib = (doc.get("limits") or {}).get("per_gib") or {}
+    if per_gib:
+        text += " Connections per GiB each limit implies: " + ", ".join(
+            f"{k} {num(v)}" for k, v in per_gib.items()) + "."
+    if doc.get("first_limits"):
+        text += (" The limits as connections one epoll server holds, smallest first (predicted): "
+                 + ", ".join(f"{f['limit']} {num(f['connections'])} ({f['errno']})"
+                             for f in doc["first_limits"]) + ".")
+    if doc.get("reason"):
+        text += f" Kernel caches: {doc['reason']}."
+    return text
+
+
+FIGURE_EXPERIMENT = {"scan_wait": "scan", "scan_throughput": "scan", "scan_latency": "scan",
+                     "scan_cpu": "scan", "activity_throughput": "activity", "activity_cpu": "activity",
+                     "events_per_call": "activity", "fdlimit": "fdlimit", "msgsize": "msgsize"}
+
+
+def _nothing_usable(points: pd.DataFrame, experiment: str) -> str:
+    rows = an.experiment(points, experiment)
+    aside = int((rows["saturated"] | rows["noisy"]).sum())
+    return (f"Only {int(rows['usable'].sum())} of the {len(rows)} {experiment} point rows are usable "
+            f"({aside} saturated or noisy, drawn hollow; {int(rows['failed'].sum())} failed), too few "
+            "for a line or a fit. Rerun on a quieter machine or with more repetitions for a reading.")
+
+
+def by_figure(run: Run, points: pd.DataFrame) -> dict[str, str]:
+    """figure name -> two sentences read off the run's data."""
+    text = _from_data(run, points)
+    for name, experiment in FIGURE_EXPERIMENT.items():
+        if not text.get(name):
+            text[name] = _nothing_usable(points, experiment)
+    return text
+
+
+def _from_data(run: Run, points: pd.DataFrame) -> dict[str, str]:
+    micro1, micro_all = an.micro_fits(run.micro, "1"), an.micro_fits(run.micro, "all")
+    pr = lambda *a: _points_reading(points, *a)
+    return {
+        "micro_wait_1_ready": _fits_reading(micro1, "ns per registered descriptor", "With 1 descriptor ready"),
+        "micro_wait_all_ready": _fits_reading(micro_all, "ns per ready descriptor", "With every descriptor ready"),
+        "scan_wait": _fits_reading(an.scan_fits(points), "ns per connection",
+                                   "In the servers' own wait-call time (scan)"),
+        "scan_throughput": pr("scan", "connections", "throughput_msgs_s", "N", "msg/s", "throughput", True),
+        "scan_latency": pr("scan", "connections", "p99_us", "N", "µs", "p99 latency", False),
+        "scan_cpu": pr("scan", "connections", "server_cpu_sys_us_per_msg", "N", "µs",
+                       "system CPU per message", False),
+        "activity_throughput": pr("activity", "active_ratio", "throughput_msgs_s", "active ratio", "msg/s",
+                                  "throughput", True),
+        "activity_cpu": pr("activity", "active_ratio", "server_cpu_us_per_msg", "active ratio", "µs",
+                           "server CPU per message", False),
+        "events_per_call": pr("activity", "active_ratio", "events_per_call", "active ratio", "events",
+                              "events per wait call", None),
+        "fdlimit": _fdlimit_reading(points),
+        "msgsize": pr("msgsize", "msg_size", "throughput_msgs_s", "size", "msg/s", "throughput", True),
+        "syscalls": _syscalls_reading(run.syscalls, claims.read_task_json(run.path, "syscalls.json")),
+        "memory": _memory_reading(run.memory, claims.read_task_json(run.path, "memory.json")),
+    }
