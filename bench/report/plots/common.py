@@ -80,11 +80,11 @@ def _micro(ready: str) -> Selection:
 
 
 def _nonempty(table: str, col: str) -> Selection:
-    def select(df):
+    def rows_with_values(df):
         if df is None or df.empty or col not in df:
             return pd.DataFrame()
         return df[pd.to_numeric(df[col], errors="coerce").notna()]
-    return Selection(table, select)
+    return Selection(table, rows_with_values)
 
 
 # ---------------------------------------------------------------- drawing helpers
