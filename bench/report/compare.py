@@ -21,6 +21,7 @@ import pandas as pd
 from bench.analysis import stats as an
 from bench.analysis import claims
 from bench.analysis.claims import num
+from bench.rundir.meta import differences
 from bench.rundir.store import Run, load_run
 
 # measure -> (unit, better: "higher" | "lower")
@@ -32,25 +33,11 @@ MEASURES = {
     "wait_ns_per_call": ("ns", "lower"),
 }
 
-# meta.json fields that make two runs incomparable when they differ
-MACHINE_FIELDS = {
-    "kernel": lambda m: (m.get("kernel") or {}).get("release"),
-    "cpu": lambda m: {k: v for k, v in (m.get("cpu") or {}).items() if k in ("model", "count")},
-    "python": lambda m: (m.get("python") or {}).get("version"),
-    "packages": lambda m: m.get("packages"),
-    "git": lambda m: m.get("git"),
-}
-
-
 def environment_warnings(meta_a: dict, meta_b: dict) -> list[str]:
-    """One line per machine/software field that differs between the runs."""
-    out = []
-    for field, get in MACHINE_FIELDS.items():
-        a, b = get(meta_a), get(meta_b)
-        if a != b:
-            out.append(f"warning: the runs differ in {field}: A {_short(a)} vs B {_short(b)}; "
-                       "a difference below may come from that, not from the mechanisms")
-    return out
+    """One line per machine/software field that differs between the runs (rundir.meta.differences)."""
+    return [f"warning: the runs differ in {field}: A {_short(a)} vs B {_short(b)}; "
+            "a difference below may come from that, not from the mechanisms"
+            for field, (a, b) in differences(meta_a, meta_b).items()]
 
 
 def _short(v) -> str:
