@@ -119,6 +119,9 @@ def summary(doc: dict) -> str:
 
 
 def check_writable(path: str) -> None:
+    """Fail before the run, not after it, if --out cannot be written."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        return                                  # /dev/null or a FIFO: written through
     probe = f"{path}.probe{os.getpid()}"
     try:
         with open(probe, "w"):

@@ -529,6 +529,8 @@ class Worker:
                 if ev & _OUT and c.out is not None:
                     self._flush(c)
 
+        if win_start is not None and win_end is None:
+            latency.record_ns(self.hist, lat)   # the window ended early: every connection lost
         ru1 = ru1 or resource.getrusage(resource.RUSAGE_SELF)
         ru0 = ru0 or ru1
         rx, tx = msgs * S + self.rx, replies * S + self.tx

@@ -5,6 +5,8 @@
     python tests/loadgen_fixtures.py stall AFTER  echo for AFTER seconds after the
                                                   first byte, then stop reading
                                                   (connections stay open)
+    python tests/loadgen_fixtures.py hangup BYTES echo the first BYTES bytes of each
+                                                  connection, then close it
 
 Each prints `READY <host> <port> <pid>` like `python -m servers`, and runs
 until killed. `FixtureServer` starts one from a test and kills it at the end.
@@ -49,7 +51,7 @@ class FixtureServer:
         self.proc.wait()
 
 
-def serve(mode: str, stall_after_s: float) -> None:
+def serve(mode: str, arg: float) -> None:
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -61,7 +63,7 @@ def serve(mode: str, stall_after_s: float) -> None:
     first_byte = None
     print(f"READY 127.0.0.1 {listener.getsockname()[1]} {os.getpid()}", flush=True)
     while True:
-        if mode == "stall" and first_byte is not None and time.monotonic() - first_byte > stall_after_s:
+        if mode == "stall" and first_byte is not None and time.monotonic() - first_byte > arg:
             held = list(position)             # keep every connection open...
             for conn in held:
                 sel.unregister(conn)          # ...and stop reading
@@ -91,8 +93,14 @@ def serve(mode: str, stall_after_s: float) -> None:
                 for i in range(-start % FLIP_EVERY, len(buf), FLIP_EVERY):
                     buf[i] ^= 0xFF
                 data = bytes(buf)
+            if mode == "hangup":
+                data = data[:max(0, int(arg) - position[conn])]
             position[conn] += len(data)
             conn.sendall(data)
+            if mode == "hangup" and position[conn] >= arg:
+                sel.unregister(conn)          # what it echoed is whole; then it is gone
+                del position[conn]
+                conn.close()
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ No timed assertions: subprocess timeouts below only stop a hung test.
 from __future__ import annotations
 
 import json
+import os
 import random
 import resource
+import stat
 import subprocess
 import sys
 import time
@@ -128,6 +130,42 @@ def test_server_that_stops_reading_ends_the_run():
     assert doc["unanswered_msgs"] == 10
     assert doc["connections"]["idle_open_at_end"] == 10
     assert sum(t["messages"] for t in doc["timeline"][-5:]) == 0
+
+
+def test_every_connection_lost_in_the_window_keeps_its_latencies():
+    # each connection gets 50 echoes of 64 bytes, then the server closes it: the
+    # window (no warmup) loses every connection long before its planned end
+    fixture = FixtureServer("hangup", str(50 * 64))
+    try:
+        code, doc, err = loadgen(fixture.target, "--connections", "10", "--active-ratio", "1",
+                                 "--duration", "20", "--warmup", "0")
+    finally:
+        fixture.stop()
+    assert code == 1
+    assert doc["errors"]["closed_by_server"] == 10
+    assert doc["messages"] == 10 * 50
+    assert doc["latency_samples"] == doc["messages"]
+    assert_consistent(doc)
+
+
+def test_out_to_a_fifo_writes_through_and_never_replaces_it(start_server, tmp_path):
+    server = start_server("epoll")
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    # a reader before the run, so the writer's open does not block; the document
+    # (a 1 s window) is far below the pipe's 64 KiB, so nobody waits on the reader
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        code, doc, err = loadgen(f"{server.host}:{server.port}", "--connections", "4",
+                                 "--duration", "1", "--warmup", "0.2", "--out", str(fifo))
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode), "the FIFO was replaced"  # as /dev/null
+        text = os.read(reader, 1 << 16).decode()
+    finally:
+        os.close(reader)
+    assert code == 0, err
+    assert doc is None                         # nothing on stdout: it went to --out
+    assert json.loads(text)["messages"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir() if "fifo" in p.name) == ["out.fifo"]
 
 
 def test_histogram_merge_equals_one_histogram():
