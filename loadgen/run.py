@@ -75,12 +75,12 @@ from multiprocessing.connection import wait as wait_pipes
 
 from servers.sysutil import utc_now
 
-from . import latency, worker
+from . import connect, latency, loop, worker
 from .spec import LoadSpec
 
 FORMAT = 1
 GO_DELAY_S = 0.05              # from "go" to t0: every worker is waiting by then
-START_DEADLINE_S = worker.CONNECT_DEADLINE_S + 5.0   # fork + connect phase
+START_DEADLINE_S = connect.CONNECT_DEADLINE_S + 5.0   # fork + connect phase
 RESULT_MARGIN_S = 3.0          # after the drain: final check, histograms, pickling
 SATURATED = 0.9                # of one core
 
@@ -151,7 +151,7 @@ def run(spec: LoadSpec, address: tuple, family: int) -> dict:
                 inbox.pump(at, None)
                 signals[key] = _signal(spec.signal_pid, signals["errors"])
         if go:
-            inbox.pump(we + int((worker.DRAIN_S + RESULT_MARGIN_S) * 1e9), "result")
+            inbox.pump(we + int((loop.DRAIN_S + RESULT_MARGIN_S) * 1e9), "result")
     finally:
         for p in procs:
             if p.is_alive():
@@ -187,10 +187,10 @@ def merge(spec: LoadSpec, inbox: _Inbox, signals: dict | None, started_at: str,
                             f"within {START_DEADLINE_S:.0f} s")
         elif went:
             failures.append(f"worker {i} sent no result within "
-                            f"{worker.DRAIN_S + RESULT_MARGIN_S:.0f} s of the window's end")
+                            f"{loop.DRAIN_S + RESULT_MARGIN_S:.0f} s of the window's end")
 
     connected = [g.get("connected", {}) for g in inbox.got]
-    errors = dict.fromkeys(worker.CONNECT_KINDS + worker.RUN_KINDS, 0)
+    errors = dict.fromkeys(connect.CONNECT_KINDS + loop.RUN_KINDS, 0)
     for i, g in enumerate(inbox.got):
         src = g["result"]["errors"] if "result" in g else connected[i].get("errors", {})
         for k, v in src.items():
@@ -250,7 +250,7 @@ def merge(spec: LoadSpec, inbox: _Inbox, signals: dict | None, started_at: str,
 
     # -- is the point good? --------------------------------------------------
     if conns["established"] < spec.connections:
-        lost = {k: errors[k] for k in worker.CONNECT_KINDS if errors[k]}
+        lost = {k: errors[k] for k in connect.CONNECT_KINDS if errors[k]}
         hint = (f": is a server listening on {spec.host}:{spec.port}?"
                 if errors["refused"] else "")
         failures.append(f"only {conns['established']} of {spec.connections} connections "
@@ -269,14 +269,14 @@ def merge(spec: LoadSpec, inbox: _Inbox, signals: dict | None, started_at: str,
         failures.append(f"{errors['corrupt']} corrupt echoes (bytes differ from those sent)")
     if errors["timeout"]:
         failures.append(f"server stopped answering: {total('timeout_msgs')} messages on "
-                        f"{errors['timeout']} connections unanswered {worker.DRAIN_S:.0f} s "
+                        f"{errors['timeout']} connections unanswered {loop.DRAIN_S:.0f} s "
                         "after the window")
     if went and results and spec.active and conns["active_established"] and messages == 0:
         failures.append("no echo completed in the window")
     overflow = total("backlog_overflow_msgs")
     if overflow:
         failures.append(f"open loop: {overflow} sends dropped, more than "
-                        f"{worker.OPEN_BACKLOG} owed per worker: lower --rate")
+                        f"{loop.OPEN_BACKLOG} owed per worker: lower --rate")
 
     timeline = [{"t_s": t, "worker": r["index"], "messages": m, "bytes": b}
                 for r in results for (t, m, b) in r["timeline"]]
