@@ -142,7 +142,8 @@ def test_every_connection_lost_in_the_window_keeps_its_latencies():
     finally:
         fixture.stop()
     assert code == 1
-    assert doc["errors"]["closed_by_server"] == 10
+    # a close with the next message unread in its buffer is a reset, not a FIN
+    assert doc["errors"]["closed_by_server"] + doc["errors"]["reset"] == 10
     assert doc["messages"] == 10 * 50
     assert doc["latency_samples"] == doc["messages"]
     assert_consistent(doc)
