@@ -10,6 +10,7 @@ Every connection that did not open is counted under one CONNECT_KINDS error.
 from __future__ import annotations
 
 import errno
+import heapq
 import resource
 import socket
 from collections import deque
@@ -74,26 +75,32 @@ class Conn:
 
 
 class RetryQueue:
-    """Connections waiting to connect again, each not before its own time."""
+    """Connections waiting to connect again, each not before its own time.
+
+    Backoffs differ per entry (they double per attempt), so the order of
+    pushes is not the order of due times: a heap keeps the earliest first.
+    """
 
     def __init__(self):
-        self._entries: deque[tuple[int, Conn]] = deque()   # (not before ns, conn)
+        self._heap: list[tuple[int, int, Conn]] = []   # (not before ns, push order, conn)
+        self._pushed = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._heap)
 
     def push(self, not_before_ns: int, conn: Conn) -> None:
-        self._entries.append((not_before_ns, conn))
+        self._pushed += 1                     # ties keep push order; a Conn never compares
+        heapq.heappush(self._heap, (not_before_ns, self._pushed, conn))
 
     def next_ns(self) -> int:
         """The earliest time an entry is due; the queue must not be empty."""
-        return self._entries[0][0]
+        return self._heap[0][0]
 
     def pop_due(self, now_ns: int, limit: int) -> list[Conn]:
         """At most `limit` connections due by now_ns, the earliest first."""
         due = []
-        while self._entries and self._entries[0][0] <= now_ns and len(due) < limit:
-            due.append(self._entries.popleft()[1])
+        while self._heap and self._heap[0][0] <= now_ns and len(due) < limit:
+            due.append(heapq.heappop(self._heap)[2])
         return due
 
 

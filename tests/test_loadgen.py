@@ -169,6 +169,22 @@ def test_out_to_a_fifo_writes_through_and_never_replaces_it(start_server, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir() if "fifo" in p.name) == ["out.fifo"]
 
 
+def test_retry_queue_serves_a_short_backoff_queued_behind_a_long_one():
+    from loadgen.connect import Conn, RetryQueue, backoff_ns
+    queue = RetryQueue()
+    slow, fast, fast2 = Conn(0, True), Conn(1, True), Conn(2, True)
+    queue.push(backoff_ns(5), slow)           # the 5th failure waits 160 ms...
+    queue.push(backoff_ns(1), fast)           # ...the 1st only 10 ms, queued behind it
+    queue.push(backoff_ns(2), fast2)
+    assert queue.next_ns() == backoff_ns(1)
+    assert queue.pop_due(backoff_ns(1), limit=10) == [fast]
+    assert queue.pop_due(backoff_ns(4), limit=10) == [fast2]
+    assert queue.pop_due(backoff_ns(5), limit=0) == []      # the window is full
+    assert len(queue) == 1
+    assert queue.pop_due(backoff_ns(5), limit=10) == [slow]
+    assert len(queue) == 0
+
+
 def test_histogram_merge_equals_one_histogram():
     rng = random.Random(7)
     values_ns = [int(rng.lognormvariate(12, 1.5)) for _ in range(30_000)]
