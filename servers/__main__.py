@@ -83,8 +83,9 @@ def make_server(name: str, mod, address: str, port: int, snapshots: str | None,
         return mod.make_server(name, address, port, snapshots=snapshots, max_threads=max_threads)
     if hasattr(mod, "make_server"):
         return mod.make_server(name, address, port, snapshots=snapshots)
-    return Server(name, address, port, fd_limit=mod.FD_LIMIT, edge=getattr(mod, "EDGE", False),
-                  defer_writes=getattr(mod, "DEFER_WRITES", False), snapshots=snapshots)
+    server_cls = getattr(mod, "SERVER", Server)   # epoll-toggle: DeferredWriteServer
+    return server_cls(name, address, port, fd_limit=mod.FD_LIMIT, edge=getattr(mod, "EDGE", False),
+                      snapshots=snapshots)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -152,20 +152,15 @@ class Server:
     `edge=True` serves an edge-triggered loop: every read goes until the queue
     is empty, and an accept paused on EMFILE is retried at once on resume,
     because no new edge will announce connections already in the backlog.
-    `defer_writes=True` breaks the echo-at-once rule on purpose, for the
-    epoll-toggle reference: each recv is buffered whole and reading stops
-    until it is sent, so every message asks for WRITE and then READ again.
     Signals (SIGTERM, SIGINT) arrive as bytes on `wakeup_fd` and clear `running`.
     """
 
     def __init__(self, mechanism: str, host: str = "127.0.0.1", port: int = 0, *,
                  fd_limit: int | None = None, edge: bool = False,
-                 defer_writes: bool = False, snapshots: str | None = None):
+                 snapshots: str | None = None):
         self.stats = Stats(mechanism)
         self.fd_limit = fd_limit
         self.edge = edge
-        if defer_writes:
-            self._read = self._read_deferred     # bound per instance: the others' path is untouched
         self.running = True
         self.conns: dict[int, Conn] = {}     # fd -> Conn
         self._accept_paused = False
@@ -354,27 +349,6 @@ class Server:
             # a short read is not enough, a FIN queued behind it raises no new edge.
             if not self.edge:
                 return True
-
-    def _read_deferred(self, conn: Conn) -> bool:
-        """defer_writes: recv once, buffer the echo whole, stop reading until it is sent.
-
-        The interest mask becomes WRITE alone, then READ alone once drained: the
-        seed explanation's EPOLLIN -> EPOLLOUT -> EPOLLIN per message. At most one
-        recv (BUFSIZE < HIGH_WATER) is ever buffered, so back-pressure holds.
-        """
-        try:
-            data = conn.sock.recv(BUFSIZE)
-        except BlockingIOError:
-            return True
-        except OSError as e:
-            return self._failed(e)
-        conn.reading = False
-        if not data:                                # FIN; nothing is unsent while reading
-            self.stats.closed["peer"] += 1
-            return False
-        self.stats.bytes_in += len(data)
-        conn.out += data
-        return True
 
     def _flush(self, conn: Conn) -> bool:
         """Send what is pending; False when the connection must close."""

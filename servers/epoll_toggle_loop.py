@@ -9,11 +9,11 @@ purpose, to price the style the seed explanation teaches. Facts that shape it:
   even though a socket with room in its send buffer would have taken the
   echo at once (the equivalent epoll loop sends at once and calls
   epoll_ctl only when a send falls short).
-- The core does the deferring (Server(defer_writes=True)): each recv is
-  buffered whole and reading stops until it is sent, so on_ready asks for
-  WRITE alone and then READ alone, and this loop, epoll_loop's own, turns
-  every such change into one epoll_ctl. `diff epoll_loop.py` shows only
-  the counter and these words.
+- Its server does the deferring (SERVER, toggle_core.DeferredWriteServer):
+  each recv is buffered whole and reading stops until it is sent, so
+  on_ready asks for WRITE alone and then READ alone, and this loop,
+  epoll_loop's own, turns every such change into one epoll_ctl.
+  `diff epoll_loop.py` shows only the server, the counter and these words.
 - ctl_calls counts every epoll_ctl issued (register, modify, unregister);
   it is in the statistics and the SIGUSR1 snapshots, so a window's count
   per echoed message is a difference of two lines.
@@ -37,10 +37,11 @@ import select
 from time import perf_counter_ns
 
 from .core import CLOSED, READ, WRITE, Server
+from .toggle_core import DeferredWriteServer
 
 NAME = "epoll-toggle"
 FD_LIMIT = None
-DEFER_WRITES = True  # the core buffers every echo and asks for WRITE, then READ
+SERVER = DeferredWriteServer   # buffers every echo and asks for WRITE, then READ
 MAXEVENTS = 1024     # fixed; CPython allocates the array per call (selectmodule.c)
 _FLAGS = {0: 0, READ: select.EPOLLIN, WRITE: select.EPOLLOUT,
           READ | WRITE: select.EPOLLIN | select.EPOLLOUT}
