@@ -383,3 +383,16 @@ def test_stats_to_a_fifo_writes_through_and_never_replaces_it(tmp_path):
     reader.join(DEADLINE_S)
     assert json.loads(got[0])["mechanism"] == "epoll"
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)     # /dev/null must survive the same way
+
+
+def test_wait_statistics_derive_from_the_exact_events_table():
+    from servers.core import Stats
+    stats = Stats("epoll")
+    for wait_ns, events in [(700, 3), (5, 0), (70_000, 1024)]:   # as the loops record them
+        stats.wait_ns_total += wait_ns
+        stats.wait_hist[wait_ns.bit_length()] += 1
+        stats.events_hist[events] += 1
+    doc = stats.to_dict()
+    assert (doc["wait_calls"], doc["wait_ns_total"], doc["events_total"]) == (3, 70_705, 1027)
+    assert doc["wait_ns_hist"] == {"8": 1, "1024": 1, "131072": 1}
+    assert doc["events_per_call_hist"] == {"1": 1, "4": 1, "2048": 1}
