@@ -279,7 +279,8 @@ class Worker:
                 "active_established": len(self.active),
                 "idle_open_at_end": idle_open,
                 "active_open_at_end": active_open,
-                "echoing": sum(1 for conn in self.active if conn.rseq - (conn.index << 40) > conn.bad),
+                "echoing": sum(1 for conn in self.active
+                               if conn.rseq - (conn.index << 40) > conn.bad),
             },
             "errors": dict(self.errors),
         }

@@ -91,9 +91,12 @@ def measure(calls: int, repetitions: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m servers.instrument_bench", description=__doc__.split("\n")[0])
-    p.add_argument("--calls", type=int, default=100_000, help="wait calls per repetition (default 100000)")
-    p.add_argument("--repetitions", type=int, default=15, help="interleaved repetitions (default 15)")
+    p = argparse.ArgumentParser(prog="python -m servers.instrument_bench",
+                                description="What the loops' wait instrumentation costs per call.")
+    p.add_argument("--calls", type=int, default=100_000,
+                   help="wait calls per repetition (default 100000)")
+    p.add_argument("--repetitions", type=int, default=15,
+                   help="interleaved repetitions (default 15)")
     args = p.parse_args(argv)
     if args.calls < 1 or args.repetitions < 1:
         p.error("--calls and --repetitions must be at least 1")
