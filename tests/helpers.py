@@ -15,13 +15,16 @@ READY_TIMEOUT_S = 10
 
 
 class ServerProc:
-    """`python -m servers MECHANISM` in its own process group, stats to a file."""
+    """`python -m servers MECHANISM` in its own process group, stats to a file.
 
-    def __init__(self, mechanism: str, tmp_path: Path, *extra: str):
+    `prelude` is Python run first in the child, e.g. to shrink a loop's ring.
+    """
+
+    def __init__(self, mechanism: str, tmp_path: Path, *extra: str, prelude: str | None = None):
         self.mechanism = mechanism
         self.stats_path = tmp_path / f"stats-{mechanism}-{time.monotonic_ns()}.json"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "servers", mechanism, "--port", "0",
+            [*server_command(prelude), mechanism, "--port", "0",
              "--stats", str(self.stats_path), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True)
@@ -61,6 +64,14 @@ class ServerProc:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         raise AssertionError("no VmRSS")
+
+
+def server_command(prelude: str | None = None) -> list[str]:
+    """argv that starts `python -m servers`, after `prelude` if given."""
+    if prelude is None:
+        return [sys.executable, "-m", "servers"]
+    return [sys.executable, "-c",
+            f"{prelude}\nimport sys\nfrom servers.__main__ import main\nsys.exit(main(sys.argv[1:]))"]
 
 
 def _readline_with_deadline(proc: subprocess.Popen, timeout: float) -> str:

@@ -1,4 +1,4 @@
-"""The four echo servers against scripted clients: real sockets on 127.0.0.1.
+"""The echo servers against scripted clients: real sockets on 127.0.0.1.
 
 Every test runs against every mechanism unless its subject is one mechanism's
 rule (select's FD_SETSIZE). No timing thresholds: assertions are on bytes,
@@ -351,6 +351,9 @@ def run_server_cli(*args: str, timeout: float = 20) -> subprocess.CompletedProce
     (["epoll", "--frobnicate"], 2, "unrecognized"),
     (["epoll", "--host", "no-such-host.invalid"], 1, "cannot resolve"),
     (["epoll", "--stats", "/nonexistent-dir/stats.json"], 1, "cannot write"),
+    (["io_uring", "--port", "99999"], 2, "0-65535"),
+    (["io_uring", "--max-threads", "4"], 2, "threads server only"),
+    (["io_uring", "--stats", "/nonexistent-dir/stats.json"], 1, "cannot write"),
 ])
 def test_bad_input_one_line_and_exit_code(args, code, words):
     r = run_server_cli(*args)

@@ -57,13 +57,14 @@ WAIT_SYSCALLS = {
     "select": ("select", "pselect6", "_newselect"),
     "poll": ("poll", "ppoll"),
     "epoll": ("epoll_wait", "epoll_pwait", "epoll_pwait2"),
+    "io_uring": ("io_uring_enter",),          # submits and waits in one call
 }
 _EPOLL_FAMILY = ("asyncio", "uvloop")   # their loops wait in epoll_wait
 
 
 def wait_family(mechanism: str) -> str | None:
-    """select | poll | epoll: which wait syscall the mechanism's loop makes (None: threads)."""
-    if mechanism in ("select", "poll"):
+    """select | poll | epoll | io_uring: the wait syscall the mechanism's loop makes (None: threads)."""
+    if mechanism in ("select", "poll", "io_uring"):
         return mechanism
     if mechanism.startswith("epoll") or mechanism in _EPOLL_FAMILY:
         return "epoll"
