@@ -58,6 +58,7 @@ except ImportError as e:                     # refused with the reason, not at i
 NAME = "io_uring"
 FD_LIMIT = None
 ENTRIES = 4096       # SQ size; the CQ gets twice as many (kernel maximum 32768)
+SETUP_FLAGS = 0      # none: runs from 5.13; COOP_TASKRUN, DEFER_TASKRUN: open question
 _MASK = select.POLLIN | select.POLLOUT | select.POLLRDHUP
 _FD = (1 << 32) - 1                          # user_data = generation << 32 | fd
 
@@ -112,7 +113,7 @@ def make_server(name: str, host: str, port: int, snapshots: str | None = None) -
 
 def run(server: Server) -> None:
     ring, cqe = L.Ring(), L.Cqe()
-    L.io_uring_queue_init(ENTRIES, ring)
+    L.io_uring_queue_init(ENTRIES, ring, SETUP_FLAGS)
     armed: dict[int, int] = {}               # fd -> user_data of its live poll
     counters = server.stats.extra            # io_uring_enter calls, SQEs queued, re-arms
     counters.update(enter_calls=0, sqes=0, rearmed=0)
