@@ -56,6 +56,17 @@ def test_the_control_and_the_limits_are_recorded(measured):
             doc["caches"]["eventpoll_epi"]["line"] == "eventpoll_epi"
 
 
+def test_io_uring_maps_its_rings_shared_and_epoll_maps_nothing(measured):
+    _, doc = measured
+    during = {m["mechanism"]: m["during"] for m in doc["measurements"] if m.get("during")}
+    assert not during["epoll"]["shared_maps"]              # C6: an epoll set is not mmap-ed
+    if "io_uring" not in during:
+        pytest.skip("io_uring not measured here (not available)")
+    assert during["io_uring"]["shared_maps"]["anon_inode:[io_uring]"] > 0
+    from bench.analysis.claims.c6_mmap import _uring_rings
+    assert "anon_inode:[io_uring]" in _uring_rings(doc) and f"{N:,}" in _uring_rings(doc)
+
+
 def _reading(slab: dict, rss: int = 10_000_000, slab_total: int = 0) -> dict:
     return {"slab": slab, "rss_bytes": rss, "meminfo": {"Slab": slab_total}}
 

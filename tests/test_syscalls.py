@@ -112,6 +112,19 @@ def test_wait_bytes_follow_the_kernel_copies():
     assert syscalls.wait_bytes_per_call("poll", 1000, None) == {"in": 8000, "out": 2000,
                                                                "total": 10000, "nfds": 1000}
     assert syscalls.wait_bytes_per_call("epoll", 1000, 2.0)["total"] == 24
+    uring = syscalls.wait_bytes_per_call("io_uring", 1000, 2.0)
+    assert uring["total"] == 0 and uring["shared_cqe_bytes"] == 32    # read in the mmap-ed ring
+
+
+def test_io_uring_counts_its_enters_and_the_submissions_they_carry(profiled):
+    run_dir, doc = profiled
+    point = doc["points"].get(syscalls.point_label("io_uring", 20, 5, 64))
+    if point is None or point["error"]:
+        pytest.skip(f"io_uring not profiled here: {point and point['error']}")
+    for part in ("untraced", "traced"):
+        iv = point[part]
+        assert iv["enter_calls"] >= iv["wait_calls"] > 0       # a full SQ adds enters
+        assert iv["sqes_per_enter"] is not None and iv["enter_calls_per_msg"] > 0
 
 
 @pytest.mark.parametrize("points, field", [

@@ -8,7 +8,9 @@ prelude that takes away what io_uring needs.
 
 from __future__ import annotations
 
+import csv
 import subprocess
+import sys
 
 import pytest
 
@@ -82,3 +84,39 @@ def test_every_submission_is_counted(start_server):
     assert stats["accepted"] == 10
     assert stats["sqes"] == 2 + stats["accepted"] + removes + stats["rearmed"]
     assert stats["enter_calls"] >= stats["wait_calls"] > 0
+
+
+SWEEP = """
+description = "io_uring refused, epoll measured"
+repetitions = 1
+warmup_s = 0.2
+window_s = 0.4
+mechanisms = ["epoll", "io_uring"]
+seed = 3
+
+[[experiment]]
+kind = "scan-rate"
+connections = [10, 20]
+active = 5
+msg_size = 64
+rate = 500
+"""
+
+
+def test_a_sweep_without_io_uring_records_refused_rows_with_the_reason(tmp_path):
+    profile, run_dir = tmp_path / "sweep.toml", tmp_path / "run"
+    profile.write_text(SWEEP)
+    code = ("import sys\nsys.modules['liburing'] = None\nfrom bench.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", code, "run", "--profile", str(profile),
+                        "--out", str(run_dir)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    with open(run_dir / "points.csv", newline="") as f:
+        rows = {row["point_id"]: row for row in csv.DictReader(f)}
+    uring = [row for row in rows.values() if row["mechanism"] == "io_uring"]
+    epoll = [row for row in rows.values() if row["mechanism"] == "epoll"]
+    assert len(uring) == len(epoll) == 2
+    for row in uring:
+        assert row["error"].startswith("refused: io_uring not available here: ")
+        assert "liburing" in row["error"] and row["throughput_msgs_s"] == ""
+    assert all(row["error"] == "" and float(row["throughput_msgs_s"]) > 0 for row in epoll)

@@ -10,25 +10,29 @@ import pandas as pd
 from bench.analysis import stats
 from bench.rundir.store import load_table
 
-MECHANISMS = ("select", "poll", "epoll")      # the ones micro measures (bench.tasks.micro)
+MECHANISMS = ("select", "poll", "epoll", "io_uring")   # the ones micro measures (bench.tasks.micro)
 CASES = ((0, "zero"), (1, "zero"), (1, "blocking"))   # (ready, timeout_mode) summarised
 
 
 def summary_lines(micro: pd.DataFrame) -> list[str]:
     """Per-fd slopes of the wait cost (ns per registered fd), one line per case and span.
 
-    Every mechanism is fitted over the sizes all of them ran (select stops at
-    FD_SETSIZE), then poll and epoll again over all their sizes.
+    Every mechanism that ran is fitted over the sizes all of them ran (select
+    stops at FD_SETSIZE), then the others again over all their sizes.
     """
     lines = []
     for ready, mode in CASES:
         rows = stats.micro_wait(micro, str(ready), mode)
         cost = {m: rows[rows["mechanism"] == m] for m in MECHANISMS}
-        sizes = {m: {int(n) for n in c["registered"]} for m, c in cost.items()}
+        present = tuple(m for m in MECHANISMS if len(cost[m]))   # io_uring may be refused here
+        if not present:
+            continue
+        sizes = {m: {int(n) for n in cost[m]["registered"]} for m in present}
         common = sorted(set.intersection(*sizes.values()))
-        spans = [(common, MECHANISMS)]
+        spans = [(common, present)]
         if any(s != set(common) for s in sizes.values()):
-            spans.append((sorted(sizes["poll"] | sizes["epoll"]), ("poll", "epoll")))
+            rest = tuple(m for m in present if m != "select")   # past FD_SETSIZE
+            spans.append((sorted(set().union(*(sizes[m] for m in rest))), rest))
         for span, mechs in spans:
             parts = []
             for m in mechs:

@@ -51,10 +51,18 @@ TITLES = {
 # ---------------------------------------------------------------- blocks
 
 def _refused_note(points: pd.DataFrame) -> str:
-    """How many 'failed' rows were refused by design (select past FD_SETSIZE), never run."""
-    refused = int(an._text(points["error"]).str.startswith("refused").sum()) if "error" in points else 0
-    return f" ({refused} of them refused by design, e.g. select past FD_SETSIZE: never run)" \
-        if refused else ""
+    """How many 'failed' rows were refused, never run: by design (select past
+    FD_SETSIZE) or because a mechanism is not available here (io_uring)."""
+    errors = an._text(points["error"]) if "error" in points else pd.Series(dtype=str)
+    refused = int(errors.str.startswith("refused").sum())
+    absent = int(errors.str.contains("not available here", regex=False).sum())
+    if not refused:
+        return ""
+    if not absent:
+        return f" ({refused} of them refused by design, e.g. select past FD_SETSIZE: never run)"
+    by_design = f"{refused - absent} by design, e.g. select past FD_SETSIZE; " if refused > absent else ""
+    return (f" ({refused} of them refused, never run: {by_design}"
+            f"{absent} because the mechanism is not available here)")
 
 
 def _flag_table(points: pd.DataFrame, flag: str) -> pd.DataFrame:

@@ -26,7 +26,7 @@ EXPERIMENTS = ("scan", "scan-rate", "activity", "msgsize", "fdlimit",
                # the epoll server's CPU per message as a ratio to each reference
                "references")
 # the equivalent servers, then the references of issue 6 (labelled as such)
-MECHANISMS = ("select", "poll", "epoll", "epoll-et")
+MECHANISMS = ("select", "poll", "epoll", "epoll-et", "io_uring")
 REFERENCES = ("epoll-toggle", "threads", "asyncio", "uvloop")
 
 MICRO_COLUMNS = [

@@ -6,9 +6,11 @@ import itertools
 import random
 from dataclasses import asdict, dataclass
 
-from bench.sweep.profile import RUNS_PAST_FD_LIMIT, Experiment, Profile, ProfileError, fd_limit
+from bench.sweep.profile import (RUNS_PAST_FD_LIMIT, Experiment, Profile, ProfileError, fd_limit,
+                                 unavailable)
 
 REFUSED_FD_SETSIZE = "refused: FD_SETSIZE"
+REFUSED_UNAVAILABLE = "refused: {mechanism} not available here: {why}"
 TASK_FD_SLACK = 16       # descriptors a server holds besides its connections (tasks skip past it)
 
 # Duration model, measured on the 2-core development machine (see
@@ -114,6 +116,8 @@ def points(profile: Profile, seed: int) -> list[Point | Task]:
                 limit = fd_limit(m)
                 refused = (REFUSED_FD_SETSIZE if limit is not None and n > limit
                            and e.kind not in RUNS_PAST_FD_LIMIT else None)
+                if why := unavailable(m):          # e.g. io_uring disabled: the reason, per row
+                    refused = REFUSED_UNAVAILABLE.format(mechanism=m, why=why)
                 out.append(Point(
                     id=point_id(e.kind, m, n, active, size, rate, rep, e.pipeline,
                                 e.arrivals, e.server_max_fds),

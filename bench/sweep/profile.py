@@ -57,6 +57,7 @@ which this module reads.
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,6 +297,14 @@ def _points(c: FieldChecker, t: dict, where: str) -> tuple[tuple[int, int, int],
     if len(set(out)) != len(out):
         raise ProfileError(f"{c.source}: {where}points: a point is listed twice; give each once")
     return tuple(out)
+
+
+@functools.cache
+def unavailable(mechanism: str) -> str | None:
+    """Why a mechanism cannot run on this machine (io_uring: measured once), or None."""
+    mod = servers.MECHANISMS.get(mechanism)
+    check = getattr(mod, "unavailable", None)
+    return check() if check else None
 
 
 def fd_limit(mechanism: str) -> int | None:

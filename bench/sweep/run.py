@@ -118,7 +118,7 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
     refused = sum(1 for p in todo if isinstance(p, plan.Point) and p.refused)
     tasks = [p.id for p in todo if isinstance(p, plan.Task)]
     print(f"bench run: profile {prof.name} (seed {seed}): {len(todo)} of {len(all_points)} "
-          f"points to run ({refused} refused by FD_SETSIZE"
+          f"points to run ({refused} refused: FD_SETSIZE or not available here"
           f"{', tasks: ' + ', '.join(tasks) if tasks else ''}), mechanisms "
           f"{', '.join(mechanisms) or '-'}; server on CPU {cpulist(ctx.server_cpus)}, "
           f"loadgen on CPU {cpulist(ctx.loadgen_cpus)}; estimated {hms(estimate)}",

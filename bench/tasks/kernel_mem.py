@@ -74,10 +74,30 @@ def count_fds(pid: int) -> int:
         return -1
 
 
+def shared_maps(pid: int) -> dict[str, int]:
+    """Bytes of each shared (rw-s) anonymous-inode mapping in /proc/PID/maps, by name.
+
+    io_uring's SQ and CQ rings and its SQE array are mmap-ed from the ring fd
+    and show as anon_inode:[io_uring]; an epoll set maps nothing (C6).
+    """
+    out: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 6 and fields[5].startswith("anon_inode:") and fields[1][3] == "s":
+                    lo, hi = (int(x, 16) for x in fields[0].split("-"))
+                    out[fields[5]] = out.get(fields[5], 0) + hi - lo
+    except OSError:
+        pass
+    return out
+
+
 def read_state(pid: int, lines: dict | None) -> dict:
-    """One reading: slab lines' bytes (active_objs x objsize), meminfo, the server's RSS and fds."""
+    """One reading: slab lines' bytes (active_objs x objsize), meminfo, the server's RSS,
+    fds and shared anonymous-inode mappings."""
     state = {"t": time.monotonic(), "meminfo": read_meminfo(), "rss_bytes": read_rss(pid),
-             "fds": count_fds(pid), "slab": None}
+             "fds": count_fds(pid), "slab": None, "shared_maps": shared_maps(pid)}
     if lines is not None:
         slab = read_slabinfo()
         state["slab"] = {c: (slab[l["line"]]["active_objs"] * slab[l["line"]]["objsize"]

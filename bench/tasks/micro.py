@@ -32,7 +32,7 @@ from bench.tasks.child import ChildFailed, run_in_child
 from bench.tasks.micro_child import MAXEVENTS, REFUSED, measure
 from servers.sysutil import raise_nofile_limit, utc_now
 
-MECHANISMS = ("select", "poll", "epoll")
+MECHANISMS = ("select", "poll", "epoll", "io_uring")   # io_uring: wait only (micro_uring)
 CHILD_TIMEOUT_S = 120.0
 
 

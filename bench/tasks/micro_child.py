@@ -15,6 +15,10 @@ and pools what the children return. What each op times:
   poll_freewait. The ready descriptors are the A last registered (highest
   numbers, scanned last) so that path is exercised for the N - A idle ones.
   ready=0 rows (zero only) are C2's point: nothing ready, pure scan cost.
+- io_uring (op=wait only, bench.tasks.micro_uring): N multishot polls armed,
+  the A last made ready again before each sample (edge-triggered: readiness
+  cannot be asked for twice); timed is the server loop's io_uring_enter and
+  the reaping of the A completions.
 - op=register: register one more descriptor into a set of N (none ready),
   then the next wait(timeout=0), timed together; unregistered untimed after.
   For poll, register() is only a dict insert: CPython rebuilds its whole
@@ -79,6 +83,9 @@ def open_pairs(n: int) -> tuple[list[int], list[int]]:
 def measure(cfg: dict, samples: int | None, config: MicroConfig) -> dict:
     """Child: set up one configuration and time it (see the module docstring)."""
     raise_nofile_limit()
+    if cfg["mechanism"] == "io_uring":
+        from bench.tasks import micro_uring
+        return micro_uring.measure(cfg, samples, config)
     op, mech, n, ready = cfg["op"], cfg["mechanism"], cfg["registered"], cfg["ready"]
     blocking = cfg["timeout_mode"] == "blocking"
     readers, writers = open_pairs(n)

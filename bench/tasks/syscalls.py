@@ -101,11 +101,17 @@ def interval(a: dict, b: dict, msg_size: int) -> dict:
     waits = b["wait_calls"] - a["wait_calls"]
     cpu = (b["cpu_user_s"] - a["cpu_user_s"]) + (b["cpu_sys_s"] - a["cpu_sys_s"])
     events = b["events_total"] - a["events_total"]
-    return {"seconds": round(secs, 6), "messages": round(msgs, 1),
-            "throughput_msgs_s": round(msgs / secs, 1) if secs > 0 else None,
-            "wait_calls": waits, "wait_calls_per_msg": round(waits / msgs, 4) if msgs else None,
-            "events_per_wait": round(events / waits, 3) if waits else None,
-            "server_cpu_us_per_msg": round(cpu / msgs * 1e6, 3) if msgs else None}
+    out = {"seconds": round(secs, 6), "messages": round(msgs, 1),
+           "throughput_msgs_s": round(msgs / secs, 1) if secs > 0 else None,
+           "wait_calls": waits, "wait_calls_per_msg": round(waits / msgs, 4) if msgs else None,
+           "events_per_wait": round(events / waits, 3) if waits else None,
+           "server_cpu_us_per_msg": round(cpu / msgs * 1e6, 3) if msgs else None}
+    if "enter_calls" in b:           # io_uring: every io_uring_enter, and the SQEs they carried
+        enters, sqes = b["enter_calls"] - a["enter_calls"], b["sqes"] - a["sqes"]
+        out.update(enter_calls=enters, sqes=sqes,
+                   sqes_per_enter=round(sqes / enters, 4) if enters else None,
+                   enter_calls_per_msg=round(enters / msgs, 4) if msgs else None)
+    return out
 
 
 def wait_bytes_per_call(family: str | None, nfds: int, events_per_wait: float | None) -> dict | None:
@@ -114,7 +120,9 @@ def wait_bytes_per_call(family: str | None, nfds: int, events_per_wait: float | 
     select: CPython passes all three fd_sets; the kernel copies FDS_BYTES(nfds)
     of each in and back out: 6 x 8 x ceil(nfds / 64). poll: 8 bytes per
     pollfd in, its 2-byte revents back. epoll_wait: nothing in, 12 bytes
-    per ready event out (packed struct epoll_event on x86-64).
+    per ready event out (packed struct epoll_event on x86-64). io_uring_enter:
+    nothing; SQEs and CQEs live in the ring the process mmap-ed, 64 bytes per
+    SQE written and 16 per CQE read there without a copy (reported apart).
     """
     if family == "select":
         per_set = 8 * math.ceil(nfds / 64)
@@ -124,6 +132,9 @@ def wait_bytes_per_call(family: str | None, nfds: int, events_per_wait: float | 
     if family == "epoll" and events_per_wait is not None:
         out = round(12 * events_per_wait, 1)
         return {"in": 0, "out": out, "total": out, "events_per_wait": events_per_wait}
+    if family == "io_uring" and events_per_wait is not None:
+        return {"in": 0, "out": 0, "total": 0, "events_per_wait": events_per_wait,
+                "shared_cqe_bytes": round(16 * events_per_wait, 1)}
     return None
 
 

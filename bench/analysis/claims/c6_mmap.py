@@ -38,6 +38,9 @@ def c6(ev: Evidence) -> Verdict:
                          f"(syscall profile, {', '.join(sorted(set(ep['tracer'].astype(str))))})")
             (for_ if mm >= LOOP_MMAP_PER_MSG else against).append("syscall profile")
             values["mmap_per_msg"] = mm
+    uring = _uring_rings(ev.memory_doc)
+    if uring:
+        texts.append(uring)   # context beside the verdict: io_uring does share memory
     f = an.fit_row(ev.micro_all, "epoll")
     if f:
         texts.append(f"epoll_wait with all ready: {slope_text(f, 'ns per ready fd')} "
@@ -57,3 +60,16 @@ def c6(ev: Evidence) -> Verdict:
                    "epoll maps nothing into the process: the set is an anonymous-inode file and "
                    "epoll_wait copies the ready events into the caller's buffer (fs/eventpoll.c has no mmap).",
                    values)
+
+
+def _uring_rings(memory_doc: dict) -> str:
+    """The io_uring server's shared ring mappings while it held connections (memory task), or ""."""
+    seen = [(m["connections"], m["during"].get("shared_maps") or {})
+            for m in memory_doc.get("measurements") or []
+            if m.get("mechanism") == "io_uring" and not m.get("error") and m.get("during")]
+    sizes = sorted({(n, maps.get("anon_inode:[io_uring]", 0)) for n, maps in seen})
+    if not sizes:
+        return ""
+    held = ", ".join(f"{num(b / 1024)} KiB at {num(n)} connections" for n, b in sizes)
+    return (f"unlike epoll, the io_uring server maps its rings shared with the kernel "
+            f"(anon_inode:[io_uring], rw-s in /proc/PID/maps): {held}")

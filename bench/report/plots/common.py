@@ -21,9 +21,10 @@ matplotlib.rcParams["svg.hashsalt"] = "iomux-bench"   # same figure, same SVG by
 # one colour per mechanism, in every figure (tab10 order)
 COLORS = {
     "select": "#1f77b4", "poll": "#ff7f0e", "epoll": "#2ca02c", "epoll-et": "#d62728",
-    "epoll-toggle": "#9467bd", "threads": "#8c564b", "asyncio": "#e377c2", "uvloop": "#7f7f7f",
+    "io_uring": "#17becf", "epoll-toggle": "#9467bd", "threads": "#8c564b", "asyncio": "#e377c2",
+    "uvloop": "#7f7f7f",
 }
-_SPARE = ["#bcbd22", "#17becf", "#393b79", "#637939"]
+_SPARE = ["#bcbd22", "#9edae5", "#393b79", "#637939"]
 ORDER = list(MECHANISMS) + list(REFERENCES)
 
 
