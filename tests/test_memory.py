@@ -63,6 +63,10 @@ def test_io_uring_maps_its_rings_shared_and_epoll_maps_nothing(measured):
     if "io_uring" not in during:
         pytest.skip("io_uring not measured here (not available)")
     assert during["io_uring"]["shared_maps"]["anon_inode:[io_uring]"] > 0
+    rows, _ = measured
+    if rows["io_uring"]["io_kiocb"] not in ("", None):      # one request per armed poll
+        assert int(rows["io_uring"]["io_kiocb"]) >= N * memory.slab_lines(
+            memory.read_slabinfo(), ("io_kiocb",))["io_kiocb"]["objsize"] // 2
     from bench.analysis.claims.c6_mmap import _uring_rings
     assert "anon_inode:[io_uring]" in _uring_rings(doc) and f"{N:,}" in _uring_rings(doc)
 

@@ -43,6 +43,8 @@ MEMORY_COLUMNS = [
     "mechanism", "connections", "rss_bytes", "slab_bytes", "per_conn_rss_bytes",
     "per_conn_kernel_bytes", "eventpoll_epi", "eventpoll_pwq", "TCP",
     "sock_inode_cache",
+    # appended: io_uring's requests (one per armed poll); empty where the kernel has no line
+    "io_kiocb",
 ]
 
 # file name -> its columns, for the loader

@@ -27,7 +27,8 @@ cache) is halved like a socket cache, so the client's bind buckets are split
 evenly there: an upper figure.
 
 memory.csv (schema.MEMORY_COLUMNS): rss_bytes is the server's VmRSS while
-holding; slab_bytes, eventpoll_epi, eventpoll_pwq, TCP, sock_inode_cache are
+holding; slab_bytes, eventpoll_epi, eventpoll_pwq, TCP, sock_inode_cache and
+io_kiocb (io_uring's requests; counted like the eventpoll lines) are
 the server's share in bytes (the formula above; slab_bytes from the Slab line
 of /proc/meminfo, every cache); per_conn_rss_bytes is the VmRSS growth per
 connection and per_conn_kernel_bytes the four caches' share per connection.
@@ -47,8 +48,8 @@ import time
 from pathlib import Path
 
 from bench.tasks import procs
-from bench.tasks.kernel_mem import (CACHES, SETTLE_S, count_fds, limits, read_slabinfo, read_state,
-                                    slab_lines, wait_quiet)
+from bench.tasks.kernel_mem import (CACHES, OPTIONAL_CACHES, SETTLE_S, count_fds, limits,
+                                    read_slabinfo, read_state, slab_lines, wait_quiet)
 from bench.tasks.memory_child import bare, hold
 from servers.sysutil import utc_now
 from bench.rundir.schema import FORMAT, MEMORY_COLUMNS
@@ -140,7 +141,7 @@ def _delta(m: dict, key: str, cache: str | None = None):
     b, d = m["before"], m["during"]
     if cache is None:
         return d["meminfo"][key] - b["meminfo"][key]
-    if b["slab"] is None or b["slab"].get(cache) is None:
+    if b["slab"] is None or b["slab"].get(cache) is None or d["slab"].get(cache) is None:
         return None
     return d["slab"][cache] - b["slab"][cache]
 
@@ -149,7 +150,7 @@ def _delta(m: dict, key: str, cache: str | None = None):
 # for the socket caches; none of the eventpoll lines, where the control grows
 # only by what is merged with them (the client's bind buckets)
 SERVER_PART_OF_CONTROL = {"TCP": 0.5, "sock_inode_cache": 0.5, "eventpoll_epi": 0.0,
-                          "eventpoll_pwq": 0.0, None: 0.5}
+                          "eventpoll_pwq": 0.0, "io_kiocb": 0.0, None: 0.5}
 
 
 def row(m: dict, control: dict | None) -> dict:
@@ -173,12 +174,13 @@ def row(m: dict, control: dict | None) -> dict:
 
     caches = {c: share(c) for c in CACHES}
     known = [v for v in caches.values() if v is not None]
+    complete = all(caches[c] is not None for c in CACHES if c not in OPTIONAL_CACHES)
     rss = m["during"]["rss_bytes"]
     return {
         "mechanism": m["mechanism"], "connections": n, "rss_bytes": rss,
         "slab_bytes": round(share()), **{c: None if v is None else round(v) for c, v in caches.items()},
         "per_conn_rss_bytes": round((rss - m["before"]["rss_bytes"]) / n, 1),
-        "per_conn_kernel_bytes": round(sum(known) / n, 1) if len(known) == len(CACHES) else None,
+        "per_conn_kernel_bytes": round(sum(known) / n, 1) if complete else None,
     }
 
 
@@ -198,7 +200,7 @@ def run_memory(run_dir, mechanisms, connections, *, fd_limits=None, env=None, se
     try:
         lines = slab_lines(read_slabinfo())
         doc["caches"] = lines
-        missing = [c for c, l in lines.items() if l["line"] is None]
+        missing = [c for c, l in lines.items() if l["line"] is None and c not in OPTIONAL_CACHES]
         if missing:
             doc["reason"] = f"/proc/slabinfo has no line for {', '.join(missing)}"
     except OSError as e:
