@@ -3,9 +3,9 @@
 `tiny_run` is a directory made once per test session, in this order:
 1. IOMUX_TEST_RUN names an existing run directory: use it as is
    (IOMUX_TEST_RUN=synthetic forces case 3, for a fast local loop);
-2. the sweep and the load generator are there (bench/run.py, loadgen/__main__.py):
-   a real `python -m bench run` of TINY_PROFILE (about 40 s on 2 cores);
-3. otherwise a synthetic run with every table and probe (tests/synthetic.py).
+2. otherwise a real `python -m bench run` of TINY_PROFILE (about 40 s on 2 cores);
+3. with IOMUX_TEST_RUN=synthetic, a synthetic run with every table and probe
+   (tests/synthetic.py).
 `tiny_run_kind()` says which one the session got.
 """
 
@@ -62,10 +62,6 @@ quick = true
 _SESSION: dict[str, tuple[Path, str]] = {}
 
 
-def _can_run_real() -> bool:
-    return (REPO / "bench" / "run.py").exists() and (REPO / "loadgen" / "__main__.py").exists()
-
-
 def tiny_run_dir(tmp_path_factory) -> tuple[Path, str]:
     """(run directory, "given" | "real" | "synthetic"), made once per session."""
     if "run" in _SESSION:
@@ -73,7 +69,7 @@ def tiny_run_dir(tmp_path_factory) -> tuple[Path, str]:
     given = os.environ.get("IOMUX_TEST_RUN")
     if given and given != "synthetic":
         _SESSION["run"] = Path(given), "given"
-    elif _can_run_real() and given != "synthetic":
+    elif given != "synthetic":
         base = tmp_path_factory.mktemp("tiny-real")
         (base / "tiny.toml").write_text(TINY_PROFILE)
         out = base / "run"
