@@ -47,8 +47,9 @@ def build_parser() -> OneLineParser:
                    help="measured window (default 10)")
     p.add_argument("--warmup", type=_number(float), default=1.0, metavar="SECONDS",
                    help="load before the window, not measured (default 1)")
-    p.add_argument("--procs", type=_number(int), default=1, metavar="P",
-                   help="worker processes, each with its own loop (default 1)")
+    p.add_argument("--procs", type=_number(int), metavar="P",
+                   help="worker processes, each with its own loop (default 1; with --cluster, "
+                        "one per Dask worker thread on the hosts used)")
     p.add_argument("--rate", type=_number(float), metavar="MSGS_PER_S",
                    help="open loop at this total send rate (default: closed loop)")
     p.add_argument("--arrivals", choices=ARRIVALS, metavar="fixed|poisson",
@@ -61,6 +62,11 @@ def build_parser() -> OneLineParser:
     p.add_argument("--out", metavar="FILE", help="write the JSON here (default: stdout)")
     p.add_argument("--allow-remote", action="store_true",
                    help="allow a target outside 127.0.0.0/8 and ::1")
+    p.add_argument("--cluster", metavar="tcp://HOST:PORT",
+                   help="run the workers on the client hosts of this Dask scheduler; "
+                        "the target must then be the server host's address, not loopback")
+    p.add_argument("--hosts", type=_number(int), metavar="N",
+                   help="with --cluster: use the first N client hosts (default all)")
     p.add_argument("--signal-pid", type=_number(int), metavar="PID",
                    help="send SIGUSR1 to PID at the window's start and end (a server "
                         "started with --snapshots; any other process may die of it)")
@@ -74,16 +80,26 @@ def parse_spec(argv: list[str] | None) -> tuple[LoadSpec, argparse.Namespace]:
         host, port = parse_target(args.target)
         if args.arrivals is not None and args.rate is None:
             raise SpecError("--arrivals applies to the open loop: give --rate too")
+        if args.cluster is not None:
+            from .cluster import parse_address
+            parse_address(args.cluster)
+            if is_loopback(host):
+                raise SpecError(f"--target {args.target} is loopback: with --cluster the "
+                                "workers run on other hosts; give the server host's address")
+        elif args.hosts is not None:
+            raise SpecError("--hosts applies to a cluster run: give --cluster too")
+        if args.hosts is not None and args.hosts < 1:
+            raise SpecError(f"--hosts {args.hosts}: give at least 1")
         if args.signal_pid is not None and args.signal_pid <= 0:
             raise SpecError(f"--signal-pid {args.signal_pid}: give a process id")
         spec = check(LoadSpec(
             host=host, port=port, connections=args.connections,
             active_ratio=args.active_ratio, msg_size=args.msg_size,
-            duration_s=args.duration, warmup_s=args.warmup, procs=args.procs,
+            duration_s=args.duration, warmup_s=args.warmup, procs=args.procs or 1,
             rate_msgs_s=args.rate, arrivals=args.arrivals or "fixed",
             pipeline=1 if args.pipeline is None else args.pipeline,
             cpus=parse_cpus(args.cpus) if args.cpus is not None else None,
-            signal_pid=args.signal_pid))
+            signal_pid=args.signal_pid), here=args.cluster is None)
     except SpecError as e:
         parser.error(str(e))
     return spec, args
@@ -131,6 +147,32 @@ def check_writable(path: str) -> None:
         die(PROG, f"cannot write --out {path}: {e.strerror}; choose a writable path")
 
 
+def _run_cluster(spec: LoadSpec, address: tuple, family: int, args) -> dict:
+    """The point on the cluster; its problems end in one line (exit 1, or 2 for usage)."""
+    from dataclasses import replace
+
+    from . import cluster
+    try:
+        client = cluster.connect(args.cluster)
+    except cluster.ClusterError as e:
+        die(PROG, str(e))
+    try:
+        by_host = cluster.workers_by_host(client)
+        procs = args.procs
+        if procs is None:           # one worker per Dask worker thread of the hosts used
+            used = list(by_host.values())[:args.hosts or len(by_host)]
+            procs = max(1, sum(t for ws in used for _, t in ws))
+            spec = replace(spec, procs=procs)
+        slots = cluster.choose(by_host, args.hosts, spec.workers, args.cluster)
+        return cluster.run(client, spec, address, family, slots, args.cluster)
+    except cluster.ClusterError as e:
+        die(PROG, str(e), 2 if e.usage else 1)
+    except OSError as e:
+        die(PROG, f"lost the Dask scheduler at {args.cluster} ({e}): is it still running?")
+    finally:
+        client.close()
+
+
 class _Terminated(Exception):
     pass
 
@@ -141,7 +183,7 @@ def _terminate(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     spec, args = parse_spec(argv)
-    address, family = resolve(spec, args.allow_remote)
+    address, family = resolve(spec, args.allow_remote or args.cluster is not None)
     if spec.signal_pid is not None:
         try:
             os.kill(spec.signal_pid, 0)
@@ -154,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     raise_nofile_limit()                        # workers inherit it
     signal.signal(signal.SIGTERM, _terminate)   # through run()'s finally: workers killed
     try:
-        doc = run(spec, address, family)
+        doc = run(spec, address, family) if args.cluster is None else _run_cluster(spec, address,
+                                                                                   family, args)
     except (KeyboardInterrupt, _Terminated) as e:
         die(PROG, f"{e or 'interrupted'}: the workers were stopped, no result written", 1)
     try:

@@ -103,8 +103,11 @@ def ephemeral_ports() -> int:
         return 28232                     # Linux default 32768-60999
 
 
-def check(spec: LoadSpec) -> LoadSpec:
-    """Raise SpecError naming the option and the fix; return spec unchanged."""
+def check(spec: LoadSpec, here: bool = True) -> LoadSpec:
+    """Raise SpecError naming the option and the fix; return spec unchanged.
+
+    here=False: the workers run on other hosts, whose CPUs are not checked here.
+    """
     if spec.connections < 1:
         raise SpecError(f"--connections {spec.connections}: give at least 1")
     if not (0.0 <= spec.active_ratio <= 1.0) or math.isnan(spec.active_ratio):
@@ -141,7 +144,7 @@ def check(spec: LoadSpec) -> LoadSpec:
         # to 127.x the workers spread connections over several source addresses
         raise SpecError(f"--connections {spec.connections} is more than the {ports} ephemeral "
                         "ports one target can be reached from (net.ipv4.ip_local_port_range)")
-    if spec.cpus is not None:
+    if spec.cpus is not None and here:
         import os
         allowed = os.sched_getaffinity(0)
         missing = [c for c in spec.cpus if c not in allowed]
