@@ -1,10 +1,12 @@
 # Front door: `make bench` and `make test`. Each target is one call to the CLI;
 # the only rule with logic is the virtualenv, rebuilt when pyproject.toml changes.
+# CLUSTER=tcp://HOST:8786 puts the load generator on a Dask cluster (README: Several hosts).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN    ?= results/latest
+CLUSTER ?=
 
 .PHONY: bench quick test report notebook clean
 
@@ -15,10 +17,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 bench: $(STAMP)
-	$(PY) -m bench run --profile default
+	$(PY) -m bench run --profile default $(if $(CLUSTER),--cluster $(CLUSTER))
 
 quick: $(STAMP)
-	$(PY) -m bench run --profile quick
+	$(PY) -m bench run --profile quick $(if $(CLUSTER),--cluster $(CLUSTER))
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -42,6 +42,7 @@ SCHEMES = ("tcp",)
 CONNECT_TIMEOUT_S = 5.0       # reaching the scheduler
 START_LEAD_S = 0.5            # from the Event to T: every host is waiting by then
 TASK_START_S = 10.0           # Dask: a task reaches its worker and starts its child
+RESULT_HOP_S = 1.0            # a result's way back through Dask
 WATCH_S = 0.25                # how often the parent looks at the cluster
 ABORT_GRACE_S = 3.0           # aborted tasks: time to stop their children
 
@@ -176,15 +177,18 @@ def run(client, spec: LoadSpec, address: tuple, family: int, slots: list[tuple],
                     time.sleep(min(WATCH_S, max(0.0, (at - time.monotonic_ns()) / 1e9)))
                 signals[key] = _signal(spec.signal_pid, signals["errors"])
         if went:
-            deadline = we / 1e9 + worker.DRAIN_S + RESULT_MARGIN_S + TASK_START_S
-            while time.monotonic() < deadline and not _watch(client, futures, slots, got):
-                if all(f.done() for f in futures):
+            deadline = we / 1e9 + worker.DRAIN_S + RESULT_MARGIN_S + RESULT_HOP_S
+            bad = False
+            while time.monotonic() < deadline and not all(f.done() for f in futures):
+                bad = _watch(client, futures, slots, got)
+                if bad:
                     break
                 time.sleep(WATCH_S)
             _collect(futures, got)
             for i, g in enumerate(got.got):
                 if "connected" in g and not ("result" in g or "error" in g):
-                    g["error"] = (f"no result from client host {slots[i][0]} within "
+                    g["error"] = ("stopped: another client host failed" if bad else
+                                  f"no result from client host {slots[i][0]} within "
                                   f"{deadline - we / 1e9:.0f} s of the window's end")
     finally:
         if state.get() != "abort" and not all(f.done() for f in futures):

@@ -36,6 +36,7 @@ from . import worker
 from .spec import LoadSpec
 
 STATE_POLL_S = 0.25           # how often a running task looks for "abort"
+STATE_TIMEOUT_S = 2.0         # the scheduler answers a Variable.get well within this
 CHILD_EXIT_S = 5.0            # killed child: time to be reaped
 PACKAGES = ("iomux-bench", "distributed", "dask", "hdrhistogram", "numpy", "psutil")
 
@@ -89,7 +90,7 @@ def task(index: int, spec: LoadSpec, address: tuple, family: int, run_id: str,
             return _report(queue, index, kind, payload)
         payload["worker_address"] = host
         queue.put((index, "connected", payload))
-        if not Event(n["go"]).wait(timeout=worker.GO_DEADLINE_S) or state.get() != "go":
+        if not Event(n["go"]).wait(timeout=worker.GO_DEADLINE_S) or _state(state) != "go":
             ctrl.send(("abort",))
             return {"stale": "no start signal"}
         start_wall_ns = Variable(n["t0"]).get()
@@ -99,7 +100,7 @@ def task(index: int, spec: LoadSpec, address: tuple, family: int, run_id: str,
         while not ctrl.poll(STATE_POLL_S):
             if time.monotonic() > deadline:
                 return {"error": f"no result within {result_deadline_s:.0f} s of the start"}
-            if state.get() == "abort":
+            if _state(state) != "go":
                 return {"stale": "aborted by the parent"}
         kind, payload = _recv(ctrl)
         if kind != "result":
@@ -114,6 +115,14 @@ def task(index: int, spec: LoadSpec, address: tuple, family: int, run_id: str,
         if child.poll() is None:
             child.kill()
         child.wait(CHILD_EXIT_S)
+
+
+def _state(state) -> str:
+    """The run's state; a Variable the parent deleted (it has left) reads as "abort"."""
+    try:
+        return state.get(timeout=STATE_TIMEOUT_S)
+    except TimeoutError:
+        return "abort"
 
 
 def _recv(ctrl: Connection) -> tuple[str, object]:
