@@ -34,6 +34,9 @@ def build_parser() -> OneLineParser:
     r.add_argument("--force", action="store_true",
                    help="with --resume: go on although the machine or software differs "
                         "from the run's meta.json")
+    r.add_argument("--cluster", metavar="tcp://HOST:PORT",
+                   help="run the load generator's workers on this Dask scheduler's client "
+                        "hosts; the server stays here (README: Several hosts)")
     r.set_defaults(func=cmd_run)
 
     m = sub.add_parser("micro", help="wait-call micro-benchmark on socketpairs (no TCP)")
@@ -60,7 +63,7 @@ def cmd_run(args) -> int:
     from bench.rundir.store import read_meta
     try:
         run_dir = run(profile=args.profile, out=args.out, resume=args.resume, only=args.only,
-                      force=args.force)
+                      force=args.force, cluster=args.cluster)
     except (ProfileError, UsageError) as e:
         die(PROG, str(e), 2)
     except RunError as e:

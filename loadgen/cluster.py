@@ -34,8 +34,10 @@ import uuid
 from dataclasses import replace
 from urllib.parse import urlsplit
 
+from servers.sysutil import utc_now
+
 from . import latency, remote, worker
-from .run import RESULT_MARGIN_S, START_DEADLINE_S, _signal, _utc_now, merge
+from .run import RESULT_MARGIN_S, START_DEADLINE_S, _signal, merge
 from .spec import LoadSpec, SpecError
 
 SCHEMES = ("tcp",)
@@ -135,7 +137,7 @@ def run(client, spec: LoadSpec, address: tuple, family: int, slots: list[tuple],
     """One load-generator run on `slots` (from choose); the JSON document (module docstring)."""
     from distributed import Event, Queue, Variable
     facts = describe(client, list(dict.fromkeys(h for h, _ in slots)))
-    started_at = _utc_now()
+    started_at = utc_now("milliseconds")
     run_id = uuid.uuid4().hex[:12]
     n = remote.names(run_id)
     state, start, queue, go_event = Variable(n["state"], client), Variable(n["t0"], client), \

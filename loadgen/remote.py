@@ -32,6 +32,8 @@ import sys
 import time
 from multiprocessing.connection import Connection
 
+from servers.sysutil import raise_nofile_limit
+
 from . import worker
 from .spec import LoadSpec
 
@@ -141,8 +143,7 @@ def child_main(fd: int) -> None:
     """`python -m loadgen.remote FD`: one loadgen worker fed over a socketpair."""
     ctrl = Connection(fd)
     index, spec, address, family, parent_pid = ctrl.recv()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_nofile_limit()
     worker.main(index, spec, address, family, ctrl, parent_pid)
 
 

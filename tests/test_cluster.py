@@ -7,6 +7,7 @@ that exists only inside them (tests/netns.py). Real processes, real TCP.
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import socket
@@ -17,6 +18,7 @@ import time
 import pytest
 
 import netns
+from bench.rundir.schema import POINT_COLUMNS
 from netns import SERVER_IP, Hosts
 
 WHY_NOT = netns.can_create()
@@ -96,8 +98,74 @@ def test_two_client_hosts_echo_every_byte(hosts, server, tmp_path):
 
 
 @needs_netns
+def test_hosts_chooses_how_many_client_hosts(hosts, server, tmp_path):
+    out = tmp_path / "point.json"
+    r = loadgen(hosts, server.target, out, "--connections", "6", "--duration", "0.3",
+                "--warmup", "0", "--hosts", "3")
+    assert r.returncode == 2 and len(_lines(r.stderr)) == 1, r.stderr
+    assert "--hosts 3" in r.stderr and "2 client host(s)" in r.stderr and not out.exists()
+    r = loadgen(hosts, server.target, out, "--connections", "6", "--duration", "0.3",
+                "--warmup", "0", "--hosts", "1")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert [w["host"] for w in doc["workers"]] == hosts.client_ips[:1]
+    assert doc["start_skew_s"] == 0 and server.stop()["bytes_in"] == doc["bytes_sent_total"]
+
+
+TINY = """
+repetitions = 1
+warmup_s = 0.2
+window_s = 0.5
+mechanisms = ["poll", "epoll"]
+seed = 3
+
+[[experiment]]
+kind = "scan"
+connections = 12
+active = 6
+"""
+
+
+def _rows(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@needs_netns
 def test_bench_run_on_the_cluster_matches_local_schema(hosts, tmp_path):
-    pytest.skip("bench run --cluster: added once the bench/ layout lands")
+    profile = tmp_path / "tiny.toml"
+    profile.write_text(TINY)
+    local = subprocess.run([PY, "-m", "bench", "run", "--profile", str(profile),
+                            "--out", str(tmp_path / "local")],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert local.returncode == 0, local.stderr
+    r = hosts.run(hosts.server, [PY, "-m", "bench", "run", "--profile", str(profile),
+                                 "--out", str(tmp_path / "remote"), "--cluster", hosts.scheduler],
+                  timeout=120)
+    assert r.returncode == 0, r.stderr
+    local_rows, rows = _rows(tmp_path / "local" / "points.csv"), _rows(tmp_path / "remote" /
+                                                                     "points.csv")
+    assert list(rows[0]) == list(local_rows[0]) == list(POINT_COLUMNS) + \
+        [c for c in rows[0] if c not in POINT_COLUMNS]
+    assert len(rows) == len(local_rows) == 2
+    for row, ref in zip(rows, local_rows):
+        assert row["error"] == "" and int(row["corrupt"]) == 0
+        assert {k for k, v in row.items() if v != ""} >= {k for k, v in ref.items() if v != ""} \
+            - {"noisy"}
+        assert float(row["throughput_msgs_s"]) > 0
+    meta = json.loads((tmp_path / "remote" / "meta.json").read_text())
+    assert meta["state"] == "complete"
+    assert meta["cluster"] == {"scheduler": hosts.scheduler, "server_host": SERVER_IP,
+                               "hosts": None}
+    assert sorted(h["host"] for h in meta["client_hosts"]) == hosts.client_ips
+    assert all(h["kernel"] and h["cpu_count"] and h["python"] and h["packages"]["iomux-bench"]
+               for h in meta["client_hosts"])
+    for point in (tmp_path / "remote" / "raw").glob("*.json"):
+        doc = json.loads(point.read_text())["loadgen"]
+        assert {w["host"] for w in doc["workers"]} == set(hosts.client_ips)
+        assert doc["target"].startswith(SERVER_IP + ":")
+    report = (tmp_path / "remote" / "report.md").read_text()
+    assert all(f"client host {ip}" in report for ip in hosts.client_ips)
 
 
 @needs_netns
@@ -177,3 +245,22 @@ def test_single_host_path_does_not_import_distributed():
             "print('distributed' in sys.modules)")
     r = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "False", r.stderr
+
+
+def test_bench_run_cluster_address_errors(tmp_path):
+    profile = tmp_path / "tiny.toml"
+    profile.write_text(TINY)
+    bench = [PY, "-m", "bench", "run", "--profile", str(profile), "--out", str(tmp_path / "r")]
+    r = subprocess.run([*bench, "--cluster", "udp://10.123.0.1:8786"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and len(_lines(r.stderr)) == 1 and "unknown scheme" in r.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    r = subprocess.run([*bench, "--cluster", address], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and len(_lines(r.stderr)) == 1 and address in r.stderr, r.stderr
+    assert not (tmp_path / "r").exists()                # nothing created for a run that cannot go
+    profile.write_text('cluster = "10.123.0.1"\n' + TINY)      # run-wide, before the tables
+    r = subprocess.run(bench, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and len(_lines(r.stderr)) == 1, r.stderr
+    assert "cluster: '10.123.0.1' is not allowed" in r.stderr and "tcp://HOST:PORT" in r.stderr

@@ -152,6 +152,16 @@ def _meta_table(meta: dict) -> pd.DataFrame:
     rows.append(("profile", f"{prof.get('name', meta.get('profile'))}, seed {prof.get('seed', '?')}"))
     if d("pinning"):
         rows.append(("pinning", kv(sorted(d("pinning").items()))))
+    if d("cluster"):
+        rows.append(("cluster", f"load from the client hosts of {d('cluster').get('scheduler')}; "
+                                f"server on {d('cluster').get('server_host')}"))
+    for h in meta.get("client_hosts") or []:
+        pk = h.get("packages") or {}
+        rows.append((f"client host {h.get('host')}",
+                     f"{h.get('hostname')}: kernel {h.get('kernel')}, {h.get('cpu_count')} CPUs, "
+                     f"Python {h.get('python')}, iomux-bench {pk.get('iomux-bench')}, "
+                     f"distributed {pk.get('distributed')}, "
+                     f"{h.get('dask_worker_threads')} Dask worker threads"))
     if isinstance(meta.get("runs"), list):
         runs = meta["runs"]
         rows.append(("invocations", f"{len(runs)} (first + resumes), "
@@ -161,7 +171,8 @@ def _meta_table(meta: dict) -> pd.DataFrame:
     if d("tasks"):
         rows.append(("tasks", kv((k, (v or {}).get("state")) for k, v in d("tasks").items())))
     shown = {"format", "state", "started_at", "ended_at", "kernel", "cpu", "memory", "python", "git",
-             "packages", "limits", "profile", "pinning", "runs", "points", "tasks"}
+             "packages", "limits", "profile", "pinning", "runs", "points", "tasks", "cluster",
+             "client_hosts"}
     rows += [(k, _short(v)) for k, v in sorted(meta.items()) if k not in shown]
     return pd.DataFrame(rows, columns=["field", "value"])
 

@@ -142,3 +142,37 @@ def differences(meta_a: dict, meta_b: dict) -> dict[str, tuple]:
         if a != b:
             out[name] = (a, b)
     return out
+
+
+class ClusterUnavailable(RuntimeError):
+    """The Dask scheduler cannot be reached or has no workers: one line, exit 1."""
+
+
+def client_hosts(scheduler: str, want_hosts: int | None = None) -> list[dict]:
+    """Each client host of a Dask cluster as one of its Dask workers sees it.
+
+    [{host, hostname, kernel, cpu_count, cpus_allowed, python, packages,
+    nofile_hard, dask_worker_threads}] of the first want_hosts hosts (all
+    when None), in the order `python -m loadgen --hosts N` picks them.
+    Raises ClusterUnavailable. Imports distributed only when called.
+    """
+    from loadgen import cluster
+    try:
+        client = cluster.connect(scheduler)
+    except cluster.ClusterError as e:
+        raise ClusterUnavailable(str(e)) from None
+    try:
+        by_host = cluster.workers_by_host(client)
+        if not by_host:
+            raise ClusterUnavailable(f"the Dask scheduler at {scheduler} has no workers: start "
+                                     f"`dask worker {scheduler} --nthreads 1` on each client host")
+        if want_hosts is not None and want_hosts > len(by_host):
+            raise ClusterUnavailable(f"hosts = {want_hosts}: the cluster at {scheduler} has "
+                                     f"{len(by_host)} client host(s): lower hosts or start "
+                                     "dask worker on more hosts")
+        hosts = cluster.describe(client, list(by_host)[:want_hosts or len(by_host)])
+    finally:
+        client.close()
+    for facts in hosts:
+        facts["dask_worker_threads"] = sum(t for _, t in by_host[facts["host"]])
+    return hosts

@@ -38,6 +38,7 @@ class Context:
     procs: int
     env: dict
     limits: dict = field(default_factory=dict)   # role -> RLIMIT_NOFILE seen in a child
+    cluster: dict | None = None    # {scheduler, server_host, hosts}: the load runs on a Dask cluster
 
 
 def run_point(point: plan.Point, ctx: Context) -> dict:
@@ -58,7 +59,8 @@ def run_point(point: plan.Point, ctx: Context) -> dict:
     server = loadgen = None
     t0 = time.perf_counter()
     try:
-        server = procs.Child("server", server_argv(point, stats_path, snaps_path),
+        server = procs.Child("server", server_argv(point, stats_path, snaps_path,
+                                                   ctx.cluster and ctx.cluster["server_host"]),
                              cpus=ctx.server_cpus, env=ctx.env)
         host, port, pid = server.read_ready(ctx.profile.ready_timeout_s)
         ctx.limits.setdefault("server", rlimit_nofile(server.pid))
@@ -100,9 +102,12 @@ def run_point(point: plan.Point, ctx: Context) -> dict:
     return raw
 
 
-def server_argv(point: plan.Point, stats: Path, snapshots: Path) -> list[str]:
+def server_argv(point: plan.Point, stats: Path, snapshots: Path,
+                host: str | None = None) -> list[str]:
     argv = [sys.executable, "-m", "servers", point.mechanism, "--port", "0",
             "--stats", str(stats), "--snapshots", str(snapshots)]
+    if host is not None:            # a cluster run: reachable from the client hosts
+        argv += ["--host", host]
     if point.server_max_fds is not None:
         argv += ["--max-fds", str(point.server_max_fds)]
     return argv
@@ -115,8 +120,15 @@ def loadgen_argv(point: plan.Point, target: str, server_pid: int, out: Path,
             "--active-ratio", repr(point.active / point.connections),
             "--msg-size", str(point.msg_size),
             "--duration", repr(point.window_s), "--warmup", repr(point.warmup_s),
-            "--procs", str(ctx.procs), "--cpus", cpulist(ctx.loadgen_cpus),
             "--out", str(out), "--signal-pid", str(server_pid)]
+    if ctx.cluster is None:
+        argv += ["--procs", str(ctx.procs), "--cpus", cpulist(ctx.loadgen_cpus)]
+    else:                           # default: one worker per Dask worker thread
+        argv += ["--cluster", ctx.cluster["scheduler"]]
+        if ctx.profile.procs is not None:
+            argv += ["--procs", str(ctx.profile.procs)]
+        if ctx.cluster["hosts"] is not None:
+            argv += ["--hosts", str(ctx.cluster["hosts"])]
     if point.rate is not None:
         argv += ["--rate", repr(point.rate), "--arrivals", point.arrivals]
     if point.pipeline != 1:

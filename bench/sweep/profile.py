@@ -29,7 +29,11 @@ mechanisms, procs (load-generator workers; default one per load-generator
 CPU), noise_threshold_pct (a point is noisy when other processes used more
 than this % of one CPU during its window; default 10), ready_timeout_s
 (server READY deadline; default 10), point_timeout_s (allowance beyond
-warmup + window for connecting and teardown; default 60).
+warmup + window for connecting and teardown; default 60), cluster (a Dask
+scheduler, tcp://HOST:PORT: the load generator's workers run on its client
+hosts, the server here; `bench run --cluster` overrides it; procs then
+defaults to one worker per Dask worker thread), hosts (with cluster: use
+its first N client hosts; default all).
 
 Sweep fields: kind, connections, active | active_ratio (default ratio 1.0),
 msg_size (bytes, >= 16; default 64), rate (messages/s over all
@@ -77,7 +81,8 @@ KINDS = EXPERIMENTS + TASKS
 RUNS_PAST_FD_LIMIT = ("fdlimit",)
 
 RUN_FIELDS = ("description", "seed", "repetitions", "warmup_s", "window_s", "mechanisms",
-              "procs", "noise_threshold_pct", "ready_timeout_s", "point_timeout_s",
+              "procs", "noise_threshold_pct", "ready_timeout_s", "point_timeout_s", "cluster",
+              "hosts",
               "experiment")
 SWEEP_FIELDS = ("kind", "mechanisms", "repetitions", "warmup_s", "window_s", "connections",
                 "active", "active_ratio", "msg_size", "rate", "arrivals", "pipeline",
@@ -129,6 +134,8 @@ class Profile:
     noise_threshold_pct: float = 10.0    # other processes' CPU in the window, % of one CPU
     ready_timeout_s: float = 10.0
     point_timeout_s: float = 60.0        # allowance beyond warmup + window (connect, teardown)
+    cluster: str | None = None           # Dask scheduler tcp://HOST:PORT: load from its hosts
+    hosts: int | None = None             # with cluster: its first N client hosts (None: all)
 
 
 def resolve(profile: str | Path) -> Path:
@@ -183,6 +190,8 @@ def parse(text: str, source: str = "<profile>", name: str = "profile") -> Profil
         noise_threshold_pct=c.number(doc, "noise_threshold_pct", 0, default=10.0),
         ready_timeout_s=c.number(doc, "ready_timeout_s", 0, default=10.0, open_low=True),
         point_timeout_s=c.number(doc, "point_timeout_s", 0, default=60.0, open_low=True),
+        cluster=c.cluster(doc, "cluster"),
+        hosts=c.integer(doc, "hosts", 1, default=None),
     )
 
 

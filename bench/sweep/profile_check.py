@@ -77,6 +77,19 @@ class FieldChecker:
                                "from <= to and step >= 1, e.g. {from = 900, to = 1100, step = 20}")
         return tuple(range(lo, hi + 1, step))
 
+    def cluster(self, t, key) -> str | None:
+        if key not in t:
+            return None
+        from loadgen.cluster import parse_address
+        from loadgen.spec import SpecError
+        v = t[key]
+        if not isinstance(v, str):
+            self.fail(key, v, "a Dask scheduler address tcp://HOST:PORT")
+        try:
+            return parse_address(v)
+        except SpecError:
+            self.fail(key, v, "a Dask scheduler address tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786")
+
     def mechanisms(self, t, key, default, where=""):
         if key not in t:
             return default

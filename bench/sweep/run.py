@@ -27,9 +27,10 @@ import sys
 import time
 from pathlib import Path
 
-from bench.rundir.meta import collect_meta, differences
+from bench.rundir.meta import ClusterUnavailable, collect_meta, differences
 from bench.rundir.schema import POINT_COLUMNS
 from bench.rundir.store import append_row, read_meta, write_json
+from bench.sweep import cluster as sweep_cluster
 from bench.sweep import plan, tidy
 from bench.sweep.point import Context, cpulist, run_point
 from bench.sweep.profile import Profile, load, parse
@@ -57,7 +58,7 @@ class Interrupted(KeyboardInterrupt):
 
 def run(profile: str | Path | None = None, out: str | Path | None = None,
         resume: str | Path | None = None, only: str | None = None,
-        *, force: bool = False, log=None) -> Path:
+        *, force: bool = False, cluster: str | None = None, log=None) -> Path:
     """Run (or complete, with resume) a profile's sweep; return the run directory.
 
     profile is a bundled name or a TOML path (None: default; with resume,
@@ -69,12 +70,18 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
     Raises ProfileError or UsageError for bad input (before anything is
     created), RunError when the directory cannot be written, Interrupted
     on Ctrl-C / SIGTERM / SIGHUP after the run is left resumable.
+    cluster (else the profile's `cluster`, else the resumed run's): a Dask
+    scheduler whose client hosts run the load generator's workers.
     """
     log = log or sys.stderr
     if resume is not None and out is not None:
         raise UsageError("give --out or --resume, not both: --resume continues the "
                          "directory it names")
     prof, seed, meta, all_points, selected = _plan_run(profile, resume, only)
+    try:
+        on_cluster = sweep_cluster.resolve(cluster, prof, meta)
+    except ClusterUnavailable as e:
+        raise RunError(str(e)) from None
     limits = raise_nofile_limit()
     now = collect_meta()
     if meta is not None:
@@ -106,6 +113,11 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
     meta["pinning"] = {"server_cpus": ctx.server_cpus, "loadgen_cpus": ctx.loadgen_cpus,
                        "loadgen_procs": ctx.procs,
                        "shared": bool(set(ctx.server_cpus) & set(ctx.loadgen_cpus))}
+    if on_cluster is not None:      # the workers run on the client hosts, pinned by nobody
+        ctx.cluster, meta["client_hosts"] = on_cluster
+        meta["cluster"] = ctx.cluster
+        meta["pinning"].update(loadgen_cpus=None, shared=False, loadgen_procs=prof.procs,
+                               loadgen_hosts=[h["host"] for h in meta["client_hosts"]])
     # one entry per invocation: the first run and each --resume
     this_run = {"started_at": utc_now(), "ended_at": None, "only": only,
                 "resume": resume is not None, "git": now["git"], "points": len(todo)}
@@ -121,7 +133,7 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
           f"points to run ({refused} refused: FD_SETSIZE or not available here"
           f"{', tasks: ' + ', '.join(tasks) if tasks else ''}), mechanisms "
           f"{', '.join(mechanisms) or '-'}; server on CPU {cpulist(ctx.server_cpus)}, "
-          f"loadgen on CPU {cpulist(ctx.loadgen_cpus)}; estimated {hms(estimate)}",
+          f"loadgen on {sweep_cluster.where(ctx, meta)}; estimated {hms(estimate)}",
           file=log, flush=True)
 
     progress = Progress(todo, log)
