@@ -8,6 +8,7 @@ that exists only inside them (tests/netns.py). Real processes, real TCP.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import signal
 import socket
@@ -19,6 +20,7 @@ import pytest
 
 import netns
 from bench.rundir.schema import POINT_COLUMNS
+from bench.sweep.run import run
 from netns import SERVER_IP, Hosts
 
 WHY_NOT = netns.can_create()
@@ -135,10 +137,7 @@ def _rows(path) -> list[dict]:
 def test_bench_run_on_the_cluster_matches_local_schema(hosts, tmp_path):
     profile = tmp_path / "tiny.toml"
     profile.write_text(TINY)
-    local = subprocess.run([PY, "-m", "bench", "run", "--profile", str(profile),
-                            "--out", str(tmp_path / "local")],
-                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert local.returncode == 0, local.stderr
+    run(profile=str(profile), out=tmp_path / "local", log=io.StringIO())   # the local reference
     r = hosts.run(hosts.server, [PY, "-m", "bench", "run", "--profile", str(profile),
                                  "--out", str(tmp_path / "remote"), "--cluster", hosts.scheduler],
                   timeout=120)
