@@ -64,6 +64,17 @@ def resolve(cluster: str | None, prof: Profile, meta: dict | None) -> tuple | No
     return {"scheduler": cluster, "server_host": host, "hosts": prof.hosts}, hosts
 
 
+def record(on_cluster: tuple | None, ctx: Context, meta: dict) -> None:
+    """Put resolve()'s answer in the run's context and meta.json (after "pinning")."""
+    if on_cluster is None:
+        return
+    ctx.cluster, meta["client_hosts"] = on_cluster
+    meta["cluster"] = ctx.cluster
+    # the workers run on the client hosts, pinned by nobody
+    meta["pinning"].update(loadgen_cpus=None, shared=False, loadgen_procs=ctx.profile.procs,
+                           loadgen_hosts=[h["host"] for h in meta["client_hosts"]])
+
+
 def where(ctx: Context, meta: dict) -> str:
     """Where the load generator runs, for the run's first line."""
     if ctx.cluster is None:

@@ -70,8 +70,7 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
     Raises ProfileError or UsageError for bad input (before anything is
     created), RunError when the directory cannot be written, Interrupted
     on Ctrl-C / SIGTERM / SIGHUP after the run is left resumable.
-    cluster (else the profile's `cluster`, else the resumed run's): a Dask
-    scheduler whose client hosts run the load generator's workers.
+    cluster: a Dask scheduler for the load (bench.sweep.cluster.resolve).
     """
     log = log or sys.stderr
     if resume is not None and out is not None:
@@ -113,11 +112,7 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
     meta["pinning"] = {"server_cpus": ctx.server_cpus, "loadgen_cpus": ctx.loadgen_cpus,
                        "loadgen_procs": ctx.procs,
                        "shared": bool(set(ctx.server_cpus) & set(ctx.loadgen_cpus))}
-    if on_cluster is not None:      # the workers run on the client hosts, pinned by nobody
-        ctx.cluster, meta["client_hosts"] = on_cluster
-        meta["cluster"] = ctx.cluster
-        meta["pinning"].update(loadgen_cpus=None, shared=False, loadgen_procs=prof.procs,
-                               loadgen_hosts=[h["host"] for h in meta["client_hosts"]])
+    sweep_cluster.record(on_cluster, ctx, meta)
     # one entry per invocation: the first run and each --resume
     this_run = {"started_at": utc_now(), "ended_at": None, "only": only,
                 "resume": resume is not None, "git": now["git"], "points": len(todo)}
