@@ -86,7 +86,8 @@ def task(index: int, spec: LoadSpec, address: tuple, family: int, run_id: str,
     try:
         ctrl.send((index, spec, address, family, os.getpid()))
         if not ctrl.poll(start_deadline_s):
-            return _report(queue, index, "error", f"no connect phase within {start_deadline_s:.0f} s")
+            return _report(queue, index, "error",
+                           f"no connect phase within {start_deadline_s:.0f} s")
         kind, payload = _recv(ctrl)
         if kind != "connected":
             return _report(queue, index, kind, payload)
@@ -95,7 +96,7 @@ def task(index: int, spec: LoadSpec, address: tuple, family: int, run_id: str,
         if not Event(n["go"]).wait(timeout=worker.GO_DEADLINE_S) or _state(state) != "go":
             ctrl.send(("abort",))
             return {"stale": "no start signal"}
-        start_wall_ns = Variable(n["t0"]).get()
+        start_wall_ns = Variable(n["t0"]).get(timeout=STATE_TIMEOUT_S)
         t0 = time.monotonic_ns() + (start_wall_ns - time.time_ns())
         ctrl.send(("go", t0))
         deadline = time.monotonic() + result_deadline_s

@@ -106,7 +106,8 @@ class Hosts:
             if needle in path.read_text():
                 return
             time.sleep(0.1)
-        raise AssertionError(f"{log}: no {needle!r} within {READY_S} s:\n{path.read_text()[-2000:]}")
+        tail = path.read_text()[-2000:]
+        raise AssertionError(f"{log}: no {needle!r} within {READY_S} s:\n{tail}")
 
     def run(self, ns: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
         return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
