@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 from servers.sysutil import utc_now
 
-from . import latency, remote, worker
+from . import latency, loop, remote
 from .run import RESULT_MARGIN_S, START_DEADLINE_S, _signal, merge
 from .spec import LoadSpec, SpecError
 
@@ -144,7 +144,7 @@ def run(client, spec: LoadSpec, address: tuple, family: int, slots: list[tuple],
         Queue(n["queue"], client), Event(n["go"], client)
     state.set("connect")
     got = _Got(spec.workers)
-    result_s = spec.warmup_s + spec.duration_s + worker.DRAIN_S + RESULT_MARGIN_S + START_LEAD_S
+    result_s = spec.warmup_s + spec.duration_s + loop.DRAIN_S + RESULT_MARGIN_S + START_LEAD_S
     futures = []
     for i, (host, dask_worker) in enumerate(slots):
         spec_i = spec
@@ -179,7 +179,7 @@ def run(client, spec: LoadSpec, address: tuple, family: int, slots: list[tuple],
                     time.sleep(min(WATCH_S, max(0.0, (at - time.monotonic_ns()) / 1e9)))
                 signals[key] = _signal(spec.signal_pid, signals["errors"])
         if went:
-            deadline = we / 1e9 + worker.DRAIN_S + RESULT_MARGIN_S + RESULT_HOP_S
+            deadline = we / 1e9 + loop.DRAIN_S + RESULT_MARGIN_S + RESULT_HOP_S
             bad = False
             while time.monotonic() < deadline and not all(f.done() for f in futures):
                 bad = _watch(client, futures, slots, got)
