@@ -106,3 +106,26 @@ def test_empty_tables_give_empty_fits_not_errors():
     assert an.micro_fits(empty).empty
     assert an.scan_fits(pd.DataFrame(columns=["experiment", "mechanism"])).empty
     assert np.isnan(an.flatness([1], [2])[2])
+
+
+def test_server_saturated_is_read_from_the_column_or_derived_for_older_runs():
+    # rows 0-1 carry the column; rows 2-3 were written before it (empty): CPU seconds / window
+    df = pd.DataFrame({"error": [""] * 4, "saturated": [False] * 4, "noisy": [False] * 4,
+                       "server_saturated": ["True", "False", "", ""],
+                       "server_cpu_user_s": [0.1, 1.9, 1.5, 1.0], "server_cpu_sys_s": [0.0, 0.0, 0.4, 0.0],
+                       "duration_s": [2.0] * 4, "throughput_msgs_s": [1000.0] * 4,
+                       "server_cpu_us_per_msg": [50.0, 950.0, 950.0, 500.0]})
+    out = an.classify(df)
+    assert out["server_saturated"].tolist() == [True, False, True, False]
+    assert out["usable"].all() and out["cpu_usable"].tolist() == [False, True, False, True]
+
+
+def test_a_saturated_server_keeps_its_wall_time_but_gives_no_cpu_measure(tmp_path):
+    run = load_run(make_run(tmp_path / "run", experiments=("scan-rate",), micro=False,
+                            server_saturate=(("scan-rate", "poll", 5000),)))
+    agg = an.aggregate(run.points)
+    cell = agg[(agg["mechanism"] == "poll") & (agg["connections"] == 5000)]
+    assert cell["n"].item() == 5 and cell["n_cpu"].item() == 0 and cell["server_saturated"].item() == 5
+    assert math.isnan(cell["server_cpu_us_per_msg"].item()) and cell["wait_ns_per_call"].notna().item()
+    fit = an.fit_row(an.scan_fits(run.points, "server_cpu_us_per_msg", "scan-rate"), "poll")
+    assert fit["distinct_n"] == 6                      # 5,000 left out of the CPU fit

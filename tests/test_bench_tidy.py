@@ -55,6 +55,7 @@ def test_row_has_every_column_and_window_measures():
     assert row["errors"] == 3 and row["corrupt"] == 0 and row["saturated"] is False
     assert row["established"] == 1000 and row["echoing"] == 10 and row["idle_open_at_end"] == 990
     assert row["duration_s"] == 2.0 and row["rejected_fd_setsize"] == 0
+    assert row["server_saturated"] is False      # 0.8 s of CPU in a 2 s window
     assert row["noise_cpu_pct"] == pytest.approx(15.0) and row["noisy"] is True
     assert row["error"] is None
 
@@ -158,3 +159,18 @@ def test_every_reference_row_is_recomputed_from_its_raw_json():
                     "saturated", "echoing", "error"):
             want = "" if again[col] is None else str(again[col])
             assert stored[col] == want, (path.name, col)
+
+
+@pytest.mark.parametrize("cpu_end_s, clock, saturated", [
+    (2.3, True, False),          # 0.8 s of CPU over the snapshots' 2.001 s: 40% of a core
+    (3.4, True, True),           # 1.9 s: 95% of a core
+    (3.2, True, False),          # 1.7 s: 85%
+    (3.4, False, True),          # no clock in the snapshots: the loadgen's 2.0 s window
+])
+def test_server_saturated_is_the_servers_window_cpu_over_the_window(cpu_end_s, clock, saturated):
+    end = dict(SNAPSHOTS[1], cpu_user_s=cpu_end_s - 0.7)
+    snaps = [SNAPSHOTS[0], end]
+    if not clock:
+        snaps = [{k: v for k, v in s.items() if k != "monotonic_s"} for s in snaps]
+    row = to_row(POINT, LOADGEN, SERVER, snaps, CPU)
+    assert row["server_saturated"] is saturated

@@ -33,12 +33,13 @@ def test_nothing_is_asserted_without_data(tmp_path):
 
 
 def test_the_rules_quote_the_thresholds_of_claims_md():
-    assert (rules.LINEAR_R2_MIN, rules.FLAT_WITHIN, rules.CONFIDENCE) == (0.9, 0.25, 0.95)
+    assert (rules.MIN_DISTINCT_N, rules.MIN_SPAN, rules.EXPONENT_BAND, rules.KNEE_RATIO) == (4, 10, (0.8, 1.25), 2)
+    assert (rules.FLAT_WITHIN, rules.CONFIDENCE, rules.SERVER_SATURATED) == (0.25, 0.95, 0.9)
+    assert (rules.GB, rules.GIB) == (10 ** 9, 2 ** 30)
     assert claims.is_flat(100, 125) and not claims.is_flat(100, 126)
-    assert claims.grows_linearly({"slope": 1, "slope_lo": 0.1, "slope_hi": 2, "r2": 0.9})
-    assert not claims.grows_linearly({"slope": 1, "slope_lo": -0.1, "slope_hi": 2, "r2": 0.99})
-    assert not claims.grows_linearly({"slope": 1, "slope_lo": 0.1, "slope_hi": 2, "r2": 0.89})
     assert claims.differs((1, 2), (3, 4)) and not claims.differs((1, 3), (2, 4))
+    # CLAIMS.md: "10% for two [min, max] intervals of 3, under 1% for 5 against 5"
+    assert "10% (3 vs 3" in rules.RULE_COMPARE and "0.8% (5 vs 5" in rules.RULE_COMPARE
 
 
 # C1: the FD_SETSIZE wall, value vs count
@@ -66,6 +67,13 @@ def test_c2(tmp_path, kw, outcome):
         assert v.values["ready"] == 0                          # "nothing ready", as CLAIMS.md asks
 
 
+def test_c2_without_a_ci_is_not_tested_and_says_why(tmp_path):
+    # two sizes: a slope, no CI, so neither growth nor flatness (it used to say "partly ... grows")
+    v = verdict(tmp_path, "C2", micro_sizes=(10, 100), micro_slopes={"select": -1.0})
+    assert v.verdict == NOT_TESTED
+    assert "2 distinct N" in v.reason and "no slope CI" in v.reason
+
+
 # C3: linear scan
 @pytest.mark.parametrize("kw, outcome", [
     (dict(), SUPPORTED),
@@ -75,6 +83,29 @@ def test_c2(tmp_path, kw, outcome):
 ])
 def test_c3(tmp_path, kw, outcome):
     assert verdict(tmp_path, "C3", **kw).verdict == outcome
+
+
+def test_c3_a_quadratic_micro_cost_is_not_linear(tmp_path):
+    quad = {"poll": lambda n: 600 + 0.002 * n ** 2}
+    v = verdict(tmp_path, "C3", micro_fn=quad)
+    assert v.verdict == PARTLY and v.values["micro_poll_shape"] == "faster than linear"
+    assert "micro poll (faster than linear)" in v.reason
+
+
+def test_c3_reports_a_knee_with_both_slopes(tmp_path):
+    knee = {"poll": lambda n: 600 + 40 * n + 130 * max(0, n - 1000)}
+    v = verdict(tmp_path, "C3", micro_fn=knee, noise=0.01)
+    assert v.values["micro_poll_knee_at"] == 1000
+    assert v.values["micro_poll_slope_below"] == pytest.approx(40, rel=0.1)
+    assert v.values["micro_poll_slope_above"] == pytest.approx(170, rel=0.1)
+    assert "Knee (slope changes > 2×): micro poll at N=1,000" in v.reason
+
+
+def test_c3_a_fit_with_too_few_n_is_named_and_does_not_count(tmp_path):
+    # scan-rate with only 10 and 1,000 for select: too few N, so it neither passes nor fails
+    v = verdict(tmp_path, "C3", micro_slopes={"poll": 0.0}, micro_sizes=(10, 1000), experiments=("scan",))
+    assert "micro select (too few N" in v.reason
+    assert "micro_select_shape" in v.values and v.values["micro_select_shape"] == "too few N"
 
 
 def test_c3_numbers_carry_the_recovered_slopes(tmp_path):
@@ -128,6 +159,15 @@ def test_c6(tmp_path, kw, outcome):
     assert verdict(tmp_path, "C6", **kw).verdict == outcome
 
 
+def test_c6_per_event_cost_leaves_out_calls_capped_by_maxevents(tmp_path):
+    # all ready at 2,000 ... 10,000: epoll returned only 1,024 events; a fit over them
+    # would divide 1,024 events' cost by up to 10,000 and report far less per event
+    v = verdict(tmp_path, "C6", probes=probes_doc(), syscalls=NO_MMAP, noise=0.01)
+    assert v.values["capped_rows"] == 3
+    assert v.values["per_returned_event_ns"] == pytest.approx(40.0, rel=0.05)
+    assert "3 rows where epoll returned fewer events than were ready (MAXEVENTS" in v.numbers
+
+
 # C7: epoll flat with idle fds, worse when all are ready (micro, all ready)
 WORSE = {"epoll": (20.0, 16.0)}
 ALL_READY_WORSE = {"epoll": 100.0}                             # ns per ready fd; select/poll 40
@@ -161,15 +201,62 @@ def test_a_saturated_point_never_decides(tmp_path):
     assert v.verdict == PARTLY and v.values["worse"] == []
 
 
-# C8: 100k connections per GB
+def test_a_saturated_server_never_decides_a_cpu_verdict(tmp_path):
+    # scan-rate epoll at 10,000: the server at its core's limit, 3x CPU per message; used, it
+    # would make epoll degrade (+200%); set aside for CPU, epoll stays flat
+    v = verdict(tmp_path, "C7", per_ready_ns=ALL_READY_WORSE, server_saturate=(("scan-rate", "epoll", 10000),))
+    assert v.verdict == SUPPORTED
+    assert v.values["scan-rate_epoll_change"] == pytest.approx(0.0, abs=0.1)
+    assert "scan-rate: epoll 5 rows with the server saturated (N = 10,000), not used for CPU" in v.numbers
+
+
+def test_a_saturated_server_is_named_in_the_activity_comparison(tmp_path):
+    hot = tuple(("activity", m, 1000) for m in ("select", "poll"))
+    v = verdict(tmp_path, "C7", server_saturate=hot)
+    assert "server saturated (≥ 90% of its core) in every repetition, no CPU per message: select, poll" \
+        in v.numbers
+    assert "activity_worse" not in v.values
+
+
+def test_load_generator_saturation_that_removes_a_mechanism_is_named(tmp_path):
+    lost = tuple(("scan", "epoll", n) for n in (10, 100, 500, 1000, 2000, 5000, 10000))
+    v = verdict(tmp_path, "C7", reps=1, saturate=lost)
+    assert "scan: epoll removed: all 7 of 7 rows set aside (load generator saturated)" in v.numbers
+
+
+def test_each_activity_comparison_states_its_false_positive_rate(tmp_path):
+    v = verdict(tmp_path, "C7", reps=3, activity_cpu=WORSE)
+    assert "chance apart with no real difference 10% (3 vs 3 repetitions)" in v.numbers
+
+
+# C8: 100k connections per GB (10^9 B), from every slab cache + RSS
 @pytest.mark.parametrize("kw, outcome", [
-    (dict(memory={"epoll": 5200}), SUPPORTED),                 # ~185k per GiB: within 2x
-    (dict(memory={"epoll": 400}), PARTLY),                     # memory allows far more; file-max ~100k/GiB
+    (dict(memory={"epoll": 5200}), SUPPORTED),                 # 5,800 B: ~172k per GB, within 2x
+    (dict(memory={"epoll": 400}), REFUTED),                    # far more; file-max's ~100k is only a note
     (dict(memory={"epoll": 400}, meta={"limits": {"fs.file-max": 9_000_000}}), REFUTED),
+    (dict(memory={"epoll": 40_000}), REFUTED),                 # far fewer
     (dict(), NOT_TESTED),                                      # no memory.csv
 ])
 def test_c8(tmp_path, kw, outcome):
     assert verdict(tmp_path, "C8", **kw).verdict == outcome
+
+
+def test_c8_decides_from_every_slab_cache_not_the_four_named_ones(tmp_path):
+    # 4,500 B in every cache + 600 B RSS: 196k per GB, supported; the four named
+    # caches alone (65%: 2,925 B) + RSS would give 283k per GB, outside the 2x band
+    v = verdict(tmp_path, "C8", memory={"epoll": 4500})
+    assert v.verdict == SUPPORTED
+    assert v.values["bytes_per_conn"] == pytest.approx(5100)
+    assert v.values["conns_per_gb"] == pytest.approx(1e9 / 5100)
+    assert v.values["conns_per_gib"] == pytest.approx(2 ** 30 / 5100)
+    assert "per GB (10⁹ B)" in v.numbers and "per GiB" in v.numbers
+
+
+def test_c8_kernel_limit_is_a_note_never_the_rule(tmp_path):
+    # synthetic meta: fs.file-max 2.4M over 24 GiB = 100k per GiB, the folklore figure
+    v = verdict(tmp_path, "C8", memory={"epoll": 400})
+    assert v.verdict == REFUTED
+    assert "Note, not the rule" in v.reason and "fs.file-max" in v.reason
 
 
 def test_one_repetition_shows_no_ci_in_activity_and_micro_still_decides(tmp_path):

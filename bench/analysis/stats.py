@@ -2,13 +2,8 @@
 
 Both methods are stated once, here, and used by plots, claims, report and compare.
 
-Median CI: the exact, distribution-free order-statistic interval. With n
-repetitions sorted, [x(k), x(n+1-k)] covers the true median with probability
-1 - 2·P(B < k), B ~ Binomial(n, 1/2) (no assumption on the shape of the
-distribution, no resampling, so no seed). We take the largest k whose coverage
-is at least 95%. Below 6 repetitions no k reaches 95%: the interval is then
-[min, max] and its real coverage (75% for 3, 93.75% for 5) is reported in the
-`coverage` column instead of being rounded up to 95%. One repetition has no CI.
+Median CI: the exact order-statistic interval (bench.analysis.significance,
+with the chance that two such intervals miss each other by accident).
 
 Linear fit: ordinary least squares of cost on registered descriptors.
 95% CI of the slope = slope ± t(0.975, n-2)·SE(slope), with t from the exact
@@ -17,7 +12,14 @@ Student-t distribution for integer degrees of freedom (Abramowitz & Stegun
 
 Rows that failed (non-empty `error`), or were measured while the load generator
 was saturated or the machine noisy, never enter a median or a fit; `classify`
-says which is which so the report can count them.
+says which is which so the report can count them. Rows where the server used
+90% or more of its core (`server_saturated`) stay for wall-time and count
+measures, but never enter a CPU measure (CPU_MEASURES): their CPU per message
+is the offered rate's ceiling, bent by batching.
+
+Every fit also carries the shape of the cost (bench.analysis.shape): how
+many distinct N it has, its growth exponent with a CI, and its best
+two-segment fit; bench.analysis.claims.rules turns those into words.
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-CONFIDENCE = 0.95
+from bench.analysis import shape
+from bench.analysis.significance import (CONFIDENCE, MedianCI, ci_rank, median_ci,  # noqa: F401
+                                         overlap)
+from bench.analysis.tdist import t_cdf_two_sided, t_quantile  # noqa: F401  (re-exported)
+from bench.rundir.schema import SERVER_SATURATED_SHARE
 
 # a point is one cell of the sweep; its repetitions differ only in `rep`
 POINT_KEYS = ["experiment", "mechanism", "connections", "active", "msg_size", "rate"]
@@ -39,14 +45,9 @@ MEASURES = [
     "wait_ns_per_call", "events_per_call", "wait_calls_per_msg",
     "established", "echoing", "rejected_fd_setsize",
 ]
-
-
-class MedianCI(NamedTuple):
-    median: float
-    lo: float
-    hi: float
-    n: int
-    coverage: float   # probability that [lo, hi] holds the true median
+# measures of the server's CPU: never taken from a server_saturated row
+CPU_MEASURES = ["server_cpu_us_per_msg", "server_cpu_user_us_per_msg", "server_cpu_sys_us_per_msg",
+                "server_cpu_us_per_wait"]
 
 
 class Fit(NamedTuple):
@@ -58,69 +59,6 @@ class Fit(NamedTuple):
     n: int
     x_min: float
     x_max: float
-
-
-# ---------------------------------------------------------------- median CI
-
-def median_ci(values, confidence: float = CONFIDENCE) -> MedianCI:
-    """Median of `values` (NaNs dropped) with its exact order-statistic CI."""
-    x = np.sort(np.asarray(pd.to_numeric(pd.Series(values), errors="coerce").dropna(), float))
-    n = len(x)
-    if n == 0:
-        return MedianCI(math.nan, math.nan, math.nan, 0, math.nan)
-    med = float(np.median(x))
-    if n == 1:
-        return MedianCI(med, math.nan, math.nan, 1, 0.0)
-    k, coverage = 1, _coverage(n, 1)          # [min, max] when nothing better exists
-    for j in range(1, n // 2 + 1):
-        c = _coverage(n, j)
-        if c >= confidence:
-            k, coverage = j, c
-    return MedianCI(med, float(x[k - 1]), float(x[n - k]), n, coverage)
-
-
-def _coverage(n: int, k: int) -> float:
-    """P(x(k) <= median <= x(n+1-k)) = 1 - 2·P(Binomial(n, 1/2) < k)."""
-    tail = sum(math.comb(n, i) for i in range(k)) / 2 ** n
-    return 1 - 2 * tail
-
-
-def overlap(a_lo: float, a_hi: float, b_lo: float, b_hi: float) -> bool | None:
-    """Whether two intervals overlap; None when either is missing (no CI)."""
-    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in (a_lo, a_hi, b_lo, b_hi)):
-        return None
-    return not (a_hi < b_lo or b_hi < a_lo)
-
-
-# ---------------------------------------------------------------- Student t
-
-def t_cdf_two_sided(t: float, df: int) -> float:
-    """P(-t < T < t) for Student's t with integer df (A&S 26.7.3, 26.7.4)."""
-    theta = math.atan(abs(t) / math.sqrt(df))
-    s, c2 = math.sin(theta), math.cos(theta) ** 2
-    if df % 2:                                 # odd: 2/pi (theta + sin·cos·Σ)
-        term = total = math.cos(theta) if df > 1 else 0.0
-        for k in range(1, (df - 1) // 2):
-            term *= c2 * (2 * k) / (2 * k + 1)
-            total += term
-        return 2 / math.pi * (theta + s * total)
-    term = total = 1.0                         # even: sin·Σ
-    for k in range(1, df // 2):
-        term *= c2 * (2 * k - 1) / (2 * k)
-        total += term
-    return s * total
-
-
-def t_quantile(confidence: float, df: int) -> float:
-    """The t with P(-t < T < t) = confidence, e.g. 12.706 for 0.95 and df=1."""
-    lo, hi = 0.0, 1e4
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if t_cdf_two_sided(mid, df) < confidence:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
 
 
 # ---------------------------------------------------------------- linear fit
@@ -181,17 +119,27 @@ def _truthy(s: pd.Series) -> pd.Series:
 def classify(points: pd.DataFrame) -> pd.DataFrame:
     """points with boolean columns failed, saturated, noisy and usable added.
 
-    failed: a non-empty `error` (no measures); saturated/noisy: kept, drawn
-    hollow, never used in a median, fit or verdict; usable: none of these.
+    failed: a non-empty `error` (no measures); saturated (the load generator)
+    /noisy: kept, drawn hollow, never used in a median, fit or verdict; usable:
+    none of these. server_saturated: the server used >= 90% of its core over
+    the window (the points.csv column; derived from its CPU seconds over the
+    window for runs written before the column existed); cpu_usable: usable and
+    not server_saturated, the rows a CPU measure may use.
     """
     df = points.copy()
-    for col in ("error", "saturated", "noisy"):
+    for col in ("error", "saturated", "noisy", "server_saturated"):
         if col not in df:
             df[col] = pd.Series([None] * len(df), index=df.index, dtype=object)
     df["failed"] = _text(df["error"]) != ""
     df["saturated"] = _truthy(df["saturated"]) & ~df["failed"]
     df["noisy"] = _truthy(df["noisy"]) & ~df["failed"]
     df["usable"] = ~(df["failed"] | df["saturated"] | df["noisy"])
+    recorded = _text(df["server_saturated"]) != ""
+    num = lambda c: pd.to_numeric(df[c], errors="coerce") if c in df else pd.Series(np.nan, index=df.index)
+    share = (num("server_cpu_user_s") + num("server_cpu_sys_s")) / num("duration_s")
+    derived = share >= SERVER_SATURATED_SHARE
+    df["server_saturated"] = _truthy(df["server_saturated"]).where(recorded, derived) & ~df["failed"]
+    df["cpu_usable"] = df["usable"] & ~df["server_saturated"]
     return with_derived(df)
 
 
@@ -226,13 +174,23 @@ def set_aside(points: pd.DataFrame) -> dict[str, int]:
     return {k: int(df[k].sum()) for k in ("failed", "saturated", "noisy")}
 
 
+def saturation_losses(points: pd.DataFrame, name: str) -> dict[str, tuple[int, int, bool]]:
+    """Per mechanism of an experiment that lost rows to load-generator saturation:
+    (rows lost, rows measured, whether no usable row is left)."""
+    df = experiment(points, name)
+    return {str(m): (int(g["saturated"].sum()), len(g), not g["usable"].any())
+            for m, g in df.groupby("mechanism", sort=True) if g["saturated"].any()}
+
+
 def aggregate(points: pd.DataFrame, measures: list[str] | None = None,
               by: list[str] | None = None) -> pd.DataFrame:
     """One row per point: the median, CI and coverage of each measure over repetitions.
 
-    Only usable rows count. Columns: the keys in `by` (default POINT_KEYS),
-    n (usable repetitions), set_aside (saturated or noisy), failed, coverage,
-    and for each measure m: m, m_lo, m_hi.
+    Only usable rows count, and for a CPU measure only cpu_usable rows (the
+    server below 90% of its core). Columns: the keys in `by` (default
+    POINT_KEYS), n (usable repetitions), n_cpu (cpu_usable ones), set_aside
+    (saturated or noisy), server_saturated, failed, coverage, and for each
+    measure m: m, m_lo, m_hi.
     """
     df = points if "usable" in points else classify(points)
     by = [k for k in (by or POINT_KEYS) if k in df]
@@ -240,12 +198,13 @@ def aggregate(points: pd.DataFrame, measures: list[str] | None = None,
     rows = []
     for key, g in df.groupby(by, dropna=False, sort=True):
         key = key if isinstance(key, tuple) else (key,)
-        ok = g[g["usable"]]
+        ok, cpu_ok = g[g["usable"]], g[g["cpu_usable"]]
         row = dict(zip(by, key))
-        row.update(n=len(ok), set_aside=int((g["saturated"] | g["noisy"]).sum()),
+        row.update(n=len(ok), n_cpu=len(cpu_ok), set_aside=int((g["saturated"] | g["noisy"]).sum()),
+                   server_saturated=int((g["usable"] & g["server_saturated"]).sum()),
                    failed=int(g["failed"].sum()), coverage=math.nan)
         for m in measures:
-            ci = median_ci(ok[m])
+            ci = median_ci((cpu_ok if m in CPU_MEASURES else ok)[m])
             row[m], row[f"{m}_lo"], row[f"{m}_hi"] = ci.median, ci.lo, ci.hi
             if ci.n and math.isnan(row["coverage"]):
                 row["coverage"] = ci.coverage
@@ -268,21 +227,37 @@ def scan_fits(points: pd.DataFrame, measure: str = "wait_ns_per_call",
               name: str = "scan") -> pd.DataFrame:
     """Per mechanism, a linear fit of the servers' own `measure` vs total connections.
 
-    Every usable repetition is one point of the fit. Columns: mechanism and
-    the Fit fields, plus first/last/change from `flatness`.
+    Every usable repetition is one point of the fit (cpu_usable for a CPU
+    measure). Columns: those of `_fits`.
     """
     df = experiment(points, name)
-    return _fits(df[df["usable"]], "connections", measure)
+    return _fits(df[df["cpu_usable" if measure in CPU_MEASURES else "usable"]], "connections", measure)
+
+
+FIT_COLUMNS = ["mechanism", *Fit._fields, "first", "last", "change", "distinct_n",
+               "exponent", "exponent_lo", "exponent_hi", "knee_at", "slope_below", "slope_above"]
+
+
+def fit_cost(x, y) -> dict:
+    """One cost against N: the linear Fit, first/last/change (`flatness`), the number
+    of distinct N, the growth exponent with its CI and the best two-segment fit (`shape`)."""
+    xs, ys = pd.to_numeric(pd.Series(x), errors="coerce"), pd.to_numeric(pd.Series(y), errors="coerce")
+    first, last, change = flatness(xs, ys)
+    exp = shape.growth_exponent(xs, ys, CONFIDENCE)
+    knee = shape.two_segment(xs, ys)
+    return {**linear_fit(xs, ys)._asdict(), "first": first, "last": last, "change": change,
+            "distinct_n": int(xs[ys.notna()].nunique()),
+            "exponent": exp.k, "exponent_lo": exp.k_lo, "exponent_hi": exp.k_hi,
+            "knee_at": knee.at if knee else math.nan,
+            "slope_below": knee.slope_below if knee else math.nan,
+            "slope_above": knee.slope_above if knee else math.nan}
 
 
 def _fits(df: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    rows = []
-    for mech, g in df.groupby("mechanism", sort=False):
-        xs, ys = pd.to_numeric(g[x], errors="coerce"), pd.to_numeric(g[y], errors="coerce")
-        fit = linear_fit(xs, ys)
-        first, last, change = flatness(xs, ys)
-        rows.append({"mechanism": mech, **fit._asdict(), "first": first, "last": last, "change": change})
-    return pd.DataFrame(rows, columns=["mechanism", *Fit._fields, "first", "last", "change"])
+    """Per mechanism, `fit_cost` of y against x."""
+    rows = [{"mechanism": mech, **fit_cost(g[x].to_numpy(), g[y].to_numpy())}
+            for mech, g in df.groupby("mechanism", sort=False)]
+    return pd.DataFrame(rows, columns=FIT_COLUMNS)
 
 
 # ---------------------------------------------------------------- micro.csv
@@ -292,6 +267,8 @@ def micro_wait(micro: pd.DataFrame, ready: str = "1", timeout_mode: str = "zero"
 
     ready: "0", "1", "10" or "all" (ready == registered). Rows refused by the
     mechanism (select past FD_SETSIZE: note "refused: ...", empty costs) are dropped.
+    Column `capped`: the call returned fewer events than were ready (epoll at
+    MAXEVENTS; micro's note "epoll returned 1024 of 3000 ready (MAXEVENTS)").
     """
     if micro is None or micro.empty:
         return pd.DataFrame(columns=list(micro.columns) if micro is not None else [])
@@ -308,6 +285,8 @@ def micro_wait(micro: pd.DataFrame, ready: str = "1", timeout_mode: str = "zero"
         keep &= df["ready"] == df["registered"]
     else:
         keep &= df["ready"] == float(ready)
+    df["capped"] = _text(df["note"]).str.contains(r"returned \d+ of \d+ ready", regex=True) \
+        if "note" in df else False
     return df[keep].sort_values(["mechanism", "registered"])
 
 
@@ -316,9 +295,13 @@ def micro_fits(micro: pd.DataFrame, ready: str = "1", timeout_mode: str = "zero"
     """Per mechanism, a linear fit of wait-call ns_median vs registered descriptors.
 
     max_registered limits every fit to the sizes up to it, so mechanisms can be
-    compared over the same range (select stops at FD_SETSIZE).
+    compared over the same range (select stops at FD_SETSIZE). Calls that
+    returned fewer events than were ready (`capped`) never enter a fit: a
+    per-ready-event cost is a cost per event returned.
     """
     rows = micro_wait(micro, ready, timeout_mode)
+    if not rows.empty:
+        rows = rows[~rows["capped"]]
     if max_registered is not None and not rows.empty:
         rows = rows[rows["registered"] <= max_registered]
     return _fits(rows, "registered", "ns_median")

@@ -18,8 +18,12 @@ POINT_COLUMNS = [
     "established", "echoing", "idle_open_at_end", "rate_achieved_msgs_s",
     "server_cpu_user_us_per_msg", "server_cpu_sys_us_per_msg",
     "loadgen_cpu_user_us_per_msg", "noise_cpu_pct", "reference", "ctl_calls_per_msg",
-    "connect_s",
+    "connect_s", "server_saturated",
 ]
+# server_saturated: the server's CPU (user + system, from its window snapshots)
+# over the window's seconds reached this share of one core. CLAIMS.md: such a
+# point "never decides a CPU-per-message verdict"
+SERVER_SATURATED_SHARE = 0.9
 
 EXPERIMENTS = ("scan", "scan-rate", "activity", "msgsize", "fdlimit",
                # every server, references included, at one fixed open-loop load:

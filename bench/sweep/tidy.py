@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.rundir.schema import POINT_COLUMNS, REFERENCES
+from bench.rundir.schema import POINT_COLUMNS, REFERENCES, SERVER_SATURATED_SHARE
 
 # Per-window counters the server snapshots on SIGUSR1 (start and end of the window).
 # A reference server without a wait call of ours (threads, asyncio, uvloop)
@@ -37,6 +37,8 @@ def to_row(point: dict, loadgen: dict | None, server: dict | None,
     server_cpu_*_s = end - start snapshot of getrusage; server_cpu_us_per_msg
     = (user + sys) / loadgen window messages; wait_ns_per_call and
     events_per_call = their snapshot deltas / the delta of wait_calls.
+    server_saturated = the server's CPU delta over the snapshots' own window
+    seconds (the loadgen's window when they carry no clock) >= 90% of a core.
     noise_cpu_pct = CPU used by other processes during the window, in % of
     one CPU (samples interpolated at the loadgen's window bounds); noisy
     when above the point's noise_threshold_pct. duration_s is the measured
@@ -89,6 +91,7 @@ def to_row(point: dict, loadgen: dict | None, server: dict | None,
     if delta:
         row["server_cpu_user_s"] = _round(delta["cpu_user_s"])
         row["server_cpu_sys_s"] = _round(delta["cpu_sys_s"])
+        row["server_saturated"] = server_saturated(delta, lg.get("window_s"))
         row["wait_calls"] = delta["wait_calls"]
         if delta["wait_calls"]:
             row["wait_ns_per_call"] = _round(delta["wait_ns_total"] / delta["wait_calls"])
@@ -130,6 +133,14 @@ def refused_by_design(loadgen: dict, server: dict | None) -> bool:
             and not any(errors.get(k) for k in NEVER_EXCUSED) and not loadgen.get("corrupt")
             and not loadgen.get("backlog_overflow_msgs")
             and all(w.get("measured", True) for w in loadgen.get("workers") or []))
+
+
+def server_saturated(delta: dict, loadgen_window_s: float | None) -> bool | None:
+    """Whether the server used >= SERVER_SATURATED_SHARE of one core over the window; None unknown."""
+    window_s = delta.get("window_s") or loadgen_window_s
+    if not window_s or window_s <= 0:
+        return None
+    return (delta["cpu_user_s"] + delta["cpu_sys_s"]) / window_s >= SERVER_SATURATED_SHARE
 
 
 def window_delta(snapshots: list[dict] | None) -> dict | None:

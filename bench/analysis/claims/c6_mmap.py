@@ -43,9 +43,14 @@ def c6(ev: Evidence) -> Verdict:
         texts.append(uring)   # context beside the verdict: io_uring does share memory
     f = an.fit_row(ev.micro_all, "epoll")
     if f:
-        texts.append(f"epoll_wait with all ready: {slope_text(f, 'ns per ready fd')} "
-                     "(each ready event is copied out)")
-        values["per_ready_ns"] = f["slope"]
+        rows = an.micro_wait(ev.run.micro, "all")
+        capped = rows[(rows["mechanism"] == "epoll") & rows["capped"]]
+        left_out = (f"; {len(capped)} rows where epoll returned fewer events than were ready (MAXEVENTS, "
+                    f"N = {', '.join(num(n) for n in capped['registered'])}) left out" if len(capped) else "")
+        texts.append(f"epoll_wait with all ready, N ≤ {num(f['x_max'])}: "
+                     f"{slope_text(f, 'ns per returned event')} (each event is copied out{left_out})")
+        values["per_returned_event_ns"] = f["slope"]
+        values["capped_rows"] = len(capped)
     if not (against or for_):
         return untested("C6", f"{why_not}, and {no_profile_reason(ev)}",
                          "micro_wait_all_ready", rule, "; ".join(texts))

@@ -57,6 +57,28 @@ class Evidence:
                 if usable else f"all {len(df)} {experiment} points{who} were set aside")
         return f"{head} ({flagged} saturated or noisy, {int(df['failed'].sum())} failed)"
 
+    def losses(self, experiment: str, cpu: bool = False, mechanisms: tuple[str, ...] = ()) -> str:
+        """Which mechanism lost how many rows of an experiment, in words ("" when none).
+
+        Always the rows set aside because the load generator saturated (a mechanism
+        with none left is named as removed); with cpu, also the usable rows whose
+        server was at >= 90% of its core, which no CPU measure uses.
+        """
+        parts = []
+        for mech, (lost, total, gone) in an.saturation_losses(self.points, experiment).items():
+            if not mechanisms or mech in mechanisms:
+                parts.append(f"{mech} {'removed: all ' if gone else ''}{lost} of {total} rows set aside "
+                             "(load generator saturated)")
+        if cpu:
+            df = an.experiment(self.points, experiment)
+            hot = df[df["usable"] & df["server_saturated"]]
+            for mech, g in hot.groupby("mechanism", sort=True):
+                if not mechanisms or mech in mechanisms:
+                    at = ", ".join(num(n) for n in sorted(pd.to_numeric(g["connections"]).unique()))
+                    parts.append(f"{mech} {len(g)} rows with the server saturated (N = {at}), not used "
+                                 "for CPU")
+        return f"{experiment}: " + "; ".join(parts) if parts else ""
+
     def agg_rows(self, experiment: str) -> pd.DataFrame:
         if self.agg.empty:
             return self.agg

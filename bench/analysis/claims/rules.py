@@ -9,14 +9,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from bench.analysis import stats as an
+from bench.analysis.significance import false_positive_rate, fpr_text, normal_overlap_fpr
+from bench.rundir.schema import SERVER_SATURATED_SHARE
 
 # ---------------------------------------------------------------- thresholds
 # CLAIMS.md: "the 95% confidence interval of the fitted slope excludes zero"
 CONFIDENCE = an.CONFIDENCE
-# CLAIMS.md: "and the linear fit explains the data (R² ≥ 0.9)"
-LINEAR_R2_MIN = 0.9
+# CLAIMS.md: "the fit has at least 4 distinct N spanning at least a decade"
+MIN_DISTINCT_N = 4
+MIN_SPAN = 10.0
+# CLAIMS.md: "the growth exponent (log–log slope of the cost above its N→0
+# baseline) is consistent with 1"; ours: consistent = its 95% CI lies within
+# 0.8–1.25 (a factor 1.25 either way); a CI that holds 1 but reaches past the
+# band cannot tell, one that excludes 1 is faster or slower than linear
+EXPONENT_BAND = (0.8, 1.25)
+# CLAIMS.md: "A per-descriptor slope that changes by more than 2× between the
+# lower and upper halves of N is reported as a knee, with both slopes"
+KNEE_RATIO = 2.0
 # CLAIMS.md: "flat when the cost at the largest N is within 25% of the cost at the smallest N"
 FLAT_WITHIN = 0.25
 # CLAIMS.md: "A comparison between mechanisms counts only when the confidence
@@ -38,18 +50,34 @@ LOOP_MMAP_PER_MSG = 0.01
 CLAIMED_CONNS_PER_GB = 100_000
 # ours (C8): "about" = within a factor of 2
 ABOUT_FACTOR = 2.0
-GB = 2 ** 30
+# CLAIMS.md, C8: "decided in the claim's own unit (C8: per 10⁹ bytes)"; GiB shown beside it
+GB = 10 ** 9
+GIB = 2 ** 30
+# CLAIMS.md: "A point where the server used 90% or more of its core
+# (`server_saturated`) never decides a CPU-per-message verdict" (bench.rundir.schema)
+SERVER_SATURATED = SERVER_SATURATED_SHARE
 
 SUPPORTED, PARTLY, REFUTED, NOT_TESTED = "supported", "partly supported", "refuted", "not tested"
 OUTCOMES = (SUPPORTED, PARTLY, REFUTED, NOT_TESTED)
 
-RULE_LINEAR = (f"linear: slope's {CONFIDENCE:.0%} CI excludes 0 and R² ≥ {LINEAR_R2_MIN}; "
-               f"flat: cost at largest N within {FLAT_WITHIN:.0%} of cost at smallest N")
+# linear, faster / slower than linear, and the two ways a fit cannot tell
+LINEAR, FASTER, SLOWER, NOT_GROWING, TOO_FEW_N, UNDECIDED = (
+    "linear", "faster than linear", "slower than linear", "not growing", "too few N",
+    "shape not decided")
+
+RULE_LINEAR = (f"linear: at least {MIN_DISTINCT_N} distinct N spanning at least {MIN_SPAN:g}×, the "
+               f"slope's {CONFIDENCE:.0%} CI excludes 0, and the growth exponent k of cost = a + b·N^k "
+               f"(log–log slope above the N→0 baseline a) has its {CONFIDENCE:.0%} CI within "
+               f"{EXPONENT_BAND[0]}–{EXPONENT_BAND[1]}; faster / slower than linear when that CI lies "
+               f"above / below 1; knee: the per-descriptor slope of a two-segment fit changes more than "
+               f"{KNEE_RATIO:g}× at that N; flat: cost at largest N within {FLAT_WITHIN:.0%} of cost at "
+               "smallest N")
 RULE_COMPARE = ("a difference counts only when the confidence intervals of the medians do not "
-                f"overlap (exact order-statistic intervals, {CONFIDENCE:.0%} where the repetitions allow; "
-                "below 6 repetitions the interval is [min, max], 75% coverage with 3: the figures' "
-                "legends give each one's coverage)")
-RULE_SET_ASIDE = "saturated, noisy and failed points never decide"
+                f"overlap (exact order-statistic intervals, {CONFIDENCE:.0%} where the repetitions allow, "
+                "[min, max] below 6); each comparison states the chance of that with no real difference "
+                f"for the repetitions it had ({fpr_text(3, 3)}, {fpr_text(2, 3)}, {fpr_text(5, 5)})")
+RULE_SET_ASIDE = ("points measured while the load generator was saturated, noisy or failed points never "
+                  f"decide; a server at ≥ {SERVER_SATURATED:.0%} of its core never decides a CPU measure")
 
 CLAIMS = {
     "C1": "select watches at most FD_SETSIZE descriptors (1024 on Linux); raising it needs a recompile",
@@ -81,11 +109,59 @@ class Verdict:
 
 # ---------------------------------------------------------------- rules
 
+class Shape(NamedTuple):
+    kind: str             # LINEAR, FASTER, SLOWER, NOT_GROWING, TOO_FEW_N, UNDECIDED
+    why: str              # the numbers behind it, in words
+    knee: tuple | None    # (N, slope below, slope above) when the slope changes > KNEE_RATIO×
+
+
+def shape(fit: dict | None) -> Shape:
+    """CLAIMS.md linear rule, applied to one fit row (bench.analysis.stats._fits).
+
+    too few N: fewer than 4 distinct N, or a span under a decade, or no slope
+    CI; not growing: the slope's CI reaches 0; linear: the growth exponent's
+    CI lies within EXPONENT_BAND; faster / slower: the CI lies above / below
+    1; shape not decided: the CI holds 1 but reaches past the band.
+    """
+    if not fit:
+        return Shape(TOO_FEW_N, "no fit", None)
+    get = lambda k: fit.get(k, math.nan)
+    distinct, lo, hi = get("distinct_n"), get("x_min"), get("x_max")
+    if not distinct >= MIN_DISTINCT_N or not (lo > 0 and hi / lo >= MIN_SPAN) or math.isnan(get("slope_lo")):
+        return Shape(TOO_FEW_N, f"{_n(distinct)} distinct N over {_n(lo)}–{_n(hi)} (needs "
+                     f"{MIN_DISTINCT_N} spanning {MIN_SPAN:g}×)", None)
+    if get("slope_lo") <= 0:
+        return Shape(NOT_GROWING, "slope CI reaches 0", None)
+    k, k_lo, k_hi = get("exponent"), get("exponent_lo"), get("exponent_hi")
+    why = f"exponent {k:.2f} [{k_lo:.2f}, {k_hi:.2f}]"
+    s1, s2 = get("slope_below"), get("slope_above")
+    bent = (s2 > 0 and (s1 <= 0 or not 1 / KNEE_RATIO <= s2 / s1 <= KNEE_RATIO)) or (s1 > 0 and s2 <= 0)
+    knee = (get("knee_at"), s1, s2) if bent else None
+    lo_band, hi_band = EXPONENT_BAND
+    if lo_band <= k_lo and k_hi <= hi_band:
+        return Shape(LINEAR, why, knee)
+    if k_lo > 1:
+        return Shape(FASTER, why, knee)
+    if k_hi < 1:
+        return Shape(SLOWER, why, knee)
+    return Shape(UNDECIDED, why + f", reaching past {lo_band}–{hi_band}", knee)
+
+
 def grows_linearly(fit: dict | None) -> bool | None:
-    """CLAIMS.md linear rule: the slope's CI excludes zero (above it) and R² ≥ 0.9."""
-    if not fit or math.isnan(fit.get("slope_lo", math.nan)):
-        return None
-    return fit["slope_lo"] > 0 and fit["r2"] >= LINEAR_R2_MIN
+    """CLAIMS.md linear rule: True linear, False faster, slower or not growing,
+    None when the fit cannot tell (too few N, no CI, exponent CI too wide)."""
+    kind = shape(fit).kind
+    return True if kind == LINEAR else None if kind in (TOO_FEW_N, UNDECIDED) else False
+
+
+def grows(fit: dict | None) -> bool | None:
+    """The cost grows with N, whatever its shape: the slope's CI lies above 0 (None: too few N)."""
+    kind = shape(fit).kind
+    return None if kind == TOO_FEW_N else kind != NOT_GROWING
+
+
+def _n(x: float) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{x:,.0f}"
 
 
 def is_flat(first: float, last: float) -> bool | None:
@@ -99,6 +175,23 @@ def differs(a: tuple[float, float], b: tuple[float, float]) -> bool | None:
     """CLAIMS.md comparison rule: True when the CIs (lo, hi) do not overlap; None without CIs."""
     o = an.overlap(a[0], a[1], b[0], b[1])
     return None if o is None else not o
+
+
+def chance_text(n_a: int, n_b: int) -> str:
+    """CLAIMS.md: the chance that two median intervals miss each other with no real
+    difference, for the repetitions each had (significance.false_positive_rate)."""
+    return "chance apart with no real difference " + fpr_text(int(n_a), int(n_b))
+
+
+def slope_chance_text(a: tuple[float, float], b: tuple[float, float]) -> str:
+    """The same for two slopes' 95% CIs (normal theory: 0.56% for equal widths, ≤ 5%)."""
+    rate = normal_overlap_fpr(a[0], a[1], b[0], b[1])
+    return "no CI" if math.isnan(rate) else f"chance apart with no real difference {rate:.1%}"
+
+
+def fpr(n_a: int, n_b: int) -> float:
+    """false_positive_rate, for the claims' machine-readable values."""
+    return false_positive_rate(int(n_a), int(n_b))
 
 
 def combine(parts: dict[str, bool | None]) -> str:

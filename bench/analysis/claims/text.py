@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from bench.analysis.claims.rules import grows_linearly, is_flat
+from bench.analysis.claims.rules import is_flat, shape
 
 def num(x: float, unit: str = "") -> str:
     """A number for prose: 3 significant figures, thousands separated from 1,000 up."""
@@ -29,10 +29,15 @@ def change_text(change: float) -> str:
     return f"×{1 + change:,.0f}" if change > 9 else f"{change:+.0%}"
 
 
-def shape_text(fit: dict | None) -> str:
+def shape_text(fit: dict | None, unit: str = "ns/fd") -> str:
+    """The shape rule's outcome in words: kind (with the exponent), knee, flatness."""
     if not fit:
         return "no data"
-    lin, flat = grows_linearly(fit), is_flat(fit["first"], fit["last"])
-    words = ["linear" if lin else "not linear" if lin is not None else "no CI",
-             "flat" if flat else f"{change_text(fit['change'])} from N={num(fit['x_min'])} to {num(fit['x_max'])}"]
+    sh, flat = shape(fit), is_flat(fit["first"], fit["last"])
+    words = [f"{sh.kind} ({sh.why})"]
+    if sh.knee:
+        at, below, above = sh.knee
+        words.append(f"knee at N={num(at)}: {num(below)} → {num(above, unit)}")
+    words.append("flat" if flat else
+                 f"{change_text(fit['change'])} from N={num(fit['x_min'])} to {num(fit['x_max'])}")
     return ", ".join(words)
