@@ -39,6 +39,10 @@ def test_per_connection_figures_are_positive_or_the_reason_recorded(measured, me
         return
     assert float(r["per_conn_kernel_bytes"]) > 0
     assert int(r["TCP"]) > 0 and int(r["sock_inode_cache"]) > 0
+    # every cache that grows: at least the TCP socket's 2,368 B and its file, per connection
+    grown = next(x for x in doc["rows"] if x["mechanism"] == mechanism)["grown_caches"]
+    assert "TCP" in grown and int(r["slab_growing_bytes"]) == sum(grown.values())
+    assert int(r["slab_growing_bytes"]) > float(r["per_conn_kernel_bytes"]) * N / 2
 
 
 def test_the_control_and_the_limits_are_recorded(measured):
@@ -71,8 +75,8 @@ def test_io_uring_maps_its_rings_shared_and_epoll_maps_nothing(measured):
     assert "anon_inode:[io_uring]" in _uring_rings(doc) and f"{N:,}" in _uring_rings(doc)
 
 
-def _reading(slab: dict, rss: int = 10_000_000, slab_total: int = 0) -> dict:
-    return {"slab": slab, "rss_bytes": rss, "meminfo": {"Slab": slab_total}}
+def _reading(slab: dict, rss: int = 10_000_000, slab_total: int = 0, all_lines: dict | None = None) -> dict:
+    return {"slab": slab, "rss_bytes": rss, "meminfo": {"Slab": slab_total}, "all": all_lines}
 
 
 def test_a_servers_share_subtracts_the_clients_part_of_the_control():
@@ -101,3 +105,30 @@ def test_without_slabinfo_the_kernel_columns_are_empty():
     r = memory.row(m, None)
     assert r["per_conn_kernel_bytes"] is None and r["TCP"] is None
     assert r["per_conn_rss_bytes"] == 100 and r["slab_bytes"] == 20_000
+
+
+def test_every_slab_cache_that_grows_with_the_connections_is_counted():
+    n = 1000
+    quiet = {"TCP": 0, "filp": 0, "dentry": 0, "kmalloc-64": 50_000, "eventpoll_epi": 0, "proc_inode_cache": 0}
+    # control: the bare pair, two sockets, two files and dentries per connection
+    control = {"connections": n, "before": _reading({}, all_lines=quiet), "during": _reading({}, all_lines={
+        **quiet, "TCP": 2 * 2368 * n, "filp": 2 * 192 * n, "dentry": 2 * 192 * n, "kmalloc-64": 50_640})}
+    # epoll: its own socket, file and dentry plus an epitem per watch; kmalloc-64 moved by
+    # 1,000 B on its own (1 B per connection: the machine, not the connections); our own
+    # listing of /proc/<pid>/fd made a proc inode per descriptor
+    epoll = {"mechanism": "epoll", "connections": n, "before": _reading({}, all_lines=quiet),
+             "during": _reading({}, all_lines={**quiet, "TCP": 2 * 2368 * n, "filp": 2 * 192 * n,
+                                               "dentry": 2 * 192 * n, "eventpoll_epi": 128 * n,
+                                               "kmalloc-64": 51_320, "proc_inode_cache": 700 * n})}
+    grown = memory.growing_caches(epoll, control)
+    assert grown == {"TCP": 2368 * n, "filp": 192 * n, "dentry": 192 * n, "eventpoll_epi": 128 * n}
+    assert list(grown) == ["TCP", "filp", "dentry", "eventpoll_epi"]      # largest first
+    zero = dict.fromkeys(memory.CACHES, 0)
+    epoll.update(before=_reading(zero, all_lines=epoll["before"]["all"]),
+                 during=_reading(zero, all_lines=epoll["during"]["all"]))
+    assert memory.row(epoll, control)["slab_growing_bytes"] == (2368 + 192 + 192 + 128) * n
+
+
+def test_without_slabinfo_there_is_no_growing_cache_figure():
+    m = {"mechanism": "poll", "connections": 10, "before": _reading(None), "during": _reading(None)}
+    assert memory.growing_caches(m, None) is None

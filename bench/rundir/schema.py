@@ -49,6 +49,8 @@ MEMORY_COLUMNS = [
     "sock_inode_cache",
     # appended: io_uring's requests (one per armed poll); empty where the kernel has no line
     "io_kiocb",
+    # appended: the server's share of every slabinfo line that grows with the connections
+    "slab_growing_bytes",
 ]
 
 # file name -> its columns, for the loader

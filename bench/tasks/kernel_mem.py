@@ -97,14 +97,15 @@ def shared_maps(pid: int) -> dict[str, int]:
 
 
 def read_state(pid: int, lines: dict | None) -> dict:
-    """One reading: slab lines' bytes (active_objs x objsize), meminfo, the server's RSS,
-    fds and shared anonymous-inode mappings."""
+    """One reading: the named caches' lines and every slabinfo line ("all"), in bytes
+    (active_objs x objsize), meminfo, the server's RSS, fds and shared anonymous-inode mappings."""
     state = {"t": time.monotonic(), "meminfo": read_meminfo(), "rss_bytes": read_rss(pid),
-             "fds": count_fds(pid), "slab": None, "shared_maps": shared_maps(pid)}
+             "fds": count_fds(pid), "slab": None, "shared_maps": shared_maps(pid), "all": None}
     if lines is not None:
         slab = read_slabinfo()
         state["slab"] = {c: (slab[l["line"]]["active_objs"] * slab[l["line"]]["objsize"]
                              if l["line"] in slab else None) for c, l in lines.items()}
+        state["all"] = {name: v["active_objs"] * v["objsize"] for name, v in slab.items()}
     return state
 
 

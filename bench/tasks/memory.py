@@ -26,12 +26,23 @@ bare holder. memory.json records each cache's line and aliases. Slab (every
 cache) is halved like a socket cache, so the client's bind buckets are split
 evenly there: an upper figure.
 
+Every slab cache: each line of /proc/slabinfo (filp, dentry, kmalloc-*,
+the named four and the rest) gets the same share as Slab, delta(server) -
+delta(control) / 2; the lines whose share reaches GROWS_MIN_BYTES per
+connection grow with the connections, and their sum is slab_growing_bytes
+(memory.json lists them per row, largest first). Lines below that moved with
+the machine, not with the connections. proc_inode_cache is left out: it holds
+the inodes our own listing of /proc/<pid>/fd creates (the dentries that
+listing adds stay in, halved like the sockets': a small upper part).
+
 memory.csv (schema.MEMORY_COLUMNS): rss_bytes is the server's VmRSS while
 holding; slab_bytes, eventpoll_epi, eventpoll_pwq, TCP, sock_inode_cache and
 io_kiocb (io_uring's requests; counted like the eventpoll lines) are
 the server's share in bytes (the formula above; slab_bytes from the Slab line
-of /proc/meminfo, every cache); per_conn_rss_bytes is the VmRSS growth per
-connection and per_conn_kernel_bytes the four caches' share per connection.
+of /proc/meminfo, every cache); slab_growing_bytes is the sum over every
+slabinfo line that grows with the connections; per_conn_rss_bytes is the VmRSS
+growth per connection and per_conn_kernel_bytes the four caches' share per
+connection (a lower figure: filp, dentry and the rest are not in it).
 Without /proc/slabinfo the cache columns are empty and memory.json says why.
 
     python -m bench.tasks.memory RUN_DIR [--connections 1000 5000] [--mechanisms ...]
@@ -59,6 +70,13 @@ FD_SLACK = 16                    # descriptors a server holds besides its connec
 HOLD_TIMEOUT_S = 20.0            # plus 1 s per 1000 connections
 TRIES = 3                        # measurements per (mechanism, N) while the machine moves
 MAX_DRIFT = 0.05                 # ours: the TCP line back within 5% of its growth afterwards
+# ours: a cache grows with the connections when the server's share is at least
+# this many bytes per connection (the smallest slab object is 8 B: below 2 B per
+# connection is fewer than one object per 4 connections, the machine's own churn)
+GROWS_MIN_BYTES = 2.0
+# caches the measuring itself fills: listing /proc/<pid>/fd (count_fds) makes a
+# proc inode per descriptor, in the control's holder as well, but never in the client
+MEASUREMENT_ARTIFACTS = ("proc_inode_cache",)
 
 
 # ---------------------------------------------------------------- one measurement
@@ -176,12 +194,33 @@ def row(m: dict, control: dict | None) -> dict:
     known = [v for v in caches.values() if v is not None]
     complete = all(caches[c] is not None for c in CACHES if c not in OPTIONAL_CACHES)
     rss = m["during"]["rss_bytes"]
+    grown = growing_caches(m, control)
     return {
         "mechanism": m["mechanism"], "connections": n, "rss_bytes": rss,
         "slab_bytes": round(share()), **{c: None if v is None else round(v) for c, v in caches.items()},
         "per_conn_rss_bytes": round((rss - m["before"]["rss_bytes"]) / n, 1),
         "per_conn_kernel_bytes": round(sum(known) / n, 1) if complete else None,
+        "slab_growing_bytes": None if grown is None else round(sum(grown.values())),
     }
+
+
+def growing_caches(m: dict, control: dict | None) -> dict[str, int] | None:
+    """Every slabinfo line whose server share (delta - control delta / 2) reaches
+    GROWS_MIN_BYTES per connection, largest first; None without slabinfo readings."""
+    b, d = m["before"].get("all"), m["during"].get("all")
+    if not b or not d:
+        return None
+    cb, cd = ((control or {}).get("before") or {}).get("all"), ((control or {}).get("during") or {}).get("all")
+    use_control = bool(cb and cd) and not (control or {}).get("error")
+    out = {}
+    for name in d:
+        if name in MEASUREMENT_ARTIFACTS:
+            continue
+        delta = d[name] - b.get(name, 0)
+        share = delta - (cd.get(name, 0) - cb.get(name, 0)) / 2 if use_control else delta / 2
+        if share >= GROWS_MIN_BYTES * m["connections"]:
+            out[name] = round(share)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 # ---------------------------------------------------------------- the task
@@ -233,11 +272,14 @@ def run_memory(run_dir, mechanisms, connections, *, fd_limits=None, env=None, se
                 continue
             r = row(m, None if control["error"] else control)
             append_row(run_dir / "memory.csv", r, MEMORY_COLUMNS)
-            doc.setdefault("rows", []).append(r)
+            doc.setdefault("rows", []).append({**r, "grown_caches": growing_caches(m, control)})
             kernel = r["per_conn_kernel_bytes"]
             print(f"memory {mech:<8} c={n:<6} drift {m['drift']:.0%} RSS {r['per_conn_rss_bytes']:>8,.0f} B/conn  kernel "
                   f"{'-' if kernel is None else format(kernel, ',.0f'):>6} B/conn  all slab "
                   f"{r['slab_bytes'] / n:>6,.0f} B/conn", file=log, flush=True)
+    for m in doc["measurements"]:         # every line's reading served the rows; the rows keep the growth
+        for when in ("before", "during", "after"):
+            (m.get(when) or {}).pop("all", None)
     doc["first_limits"] = first_limits(doc)
     doc["ended_at"] = utc_now()
     write_json(run_dir / "memory.json", doc)
@@ -252,16 +294,18 @@ LIMIT_ERRNO = {"RLIMIT_NOFILE": "EMFILE", "fs.nr_open": "EMFILE", "fs.file-max":
 def first_limits(doc: dict) -> list[dict]:
     """Each limit as a count of one epoll server's connections, smallest first (predicted, not probed).
 
-    memory: MemTotal over the measured kernel + RSS bytes of an epoll connection
-    at the largest N (the machine holds nothing else: an upper bound).
+    memory: MemTotal over the measured kernel (every growing slab cache, else
+    the four named ones) + RSS bytes of an epoll connection at the largest N
+    (the machine holds nothing else: an upper bound).
     """
     lim = doc["limits"]
     counts = {k: v for k, v in lim["values"].items() if v}
     rows = [r for r in doc.get("rows", []) if r["mechanism"] == "epoll" and r["per_conn_kernel_bytes"]]
     if rows and lim["mem_total_bytes"]:
         top = max(rows, key=lambda r: r["connections"])
-        counts["memory"] = int(lim["mem_total_bytes"] / (top["per_conn_kernel_bytes"]
-                                                          + max(top["per_conn_rss_bytes"], 0)))
+        kernel = (top["slab_growing_bytes"] / top["connections"] if top.get("slab_growing_bytes")
+                  else top["per_conn_kernel_bytes"])
+        counts["memory"] = int(lim["mem_total_bytes"] / (kernel + max(top["per_conn_rss_bytes"], 0)))
     return [{"limit": k, "connections": v, "errno": LIMIT_ERRNO[k]}
             for k, v in sorted(counts.items(), key=lambda kv: kv[1])]
 
