@@ -2,6 +2,8 @@
 
 import pytest
 
+from bench.analysis.claims import rules
+
 from bench.sweep import plan
 from bench.cli import main
 from bench.sweep.profile import ProfileError, load, parse
@@ -120,9 +122,9 @@ def test_bundled_profiles_cover_every_experiment_within_budget(name, budget_s):
     kinds = {p.experiment for p in pts}
     assert set(EXPERIMENTS) | {"micro"} <= kinds
     assert sum(plan.estimate_s(p) for p in pts) <= budget_s
-    if name != "quick":
+    if name != "quick":       # CLAIMS.md: the points that decide verdicts get at least 5 repetitions
         assert min(e.repetitions for e in prof.experiments
-                   if not e.is_task and e.kind != "fdlimit") >= 3
+                   if e.kind in rules.DECIDING_EXPERIMENTS) >= rules.MIN_DECIDING_REPETITIONS
 
 
 def test_profile_error_is_a_value_error():

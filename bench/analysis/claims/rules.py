@@ -53,6 +53,11 @@ ABOUT_FACTOR = 2.0
 # CLAIMS.md, C8: "decided in the claim's own unit (C8: per 10⁹ bytes)"; GiB shown beside it
 GB = 10 ** 9
 GIB = 2 ** 30
+# CLAIMS.md: "the points that decide verdicts get at least 5 repetitions": the
+# experiments whose points the claims fit or compare (C3, C7); the others are
+# context (activity, msgsize), counts (fdlimit) or the speed goal (references)
+DECIDING_EXPERIMENTS = ("scan", "scan-rate")
+MIN_DECIDING_REPETITIONS = 5
 # CLAIMS.md: "A point where the server used 90% or more of its core
 # (`server_saturated`) never decides a CPU-per-message verdict" (bench.rundir.schema)
 SERVER_SATURATED = SERVER_SATURATED_SHARE
