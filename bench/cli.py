@@ -51,6 +51,9 @@ def build_parser() -> OneLineParser:
     c = sub.add_parser("compare", help="compare two runs measure by measure")
     c.add_argument("run_a", metavar="RUN_A")
     c.add_argument("run_b", metavar="RUN_B")
+    c.add_argument("--threshold", type=_fraction, default=0.05, metavar="FRACTION",
+                   help="smallest relative difference reported, e.g. 0.05 = 5%% (default); "
+                        "a difference counts only when also significant")
     c.set_defaults(func=cmd_compare)
     return p
 
@@ -101,9 +104,21 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _fraction(text: str) -> float:
+    """argparse type for --threshold: a number >= 0 (0.05 = 5%)."""
+    import argparse
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a fraction such as 0.05")
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative; give a fraction >= 0 such as 0.05")
+    return v
+
+
 def cmd_compare(args) -> int:
     from bench.report.compare import compare_runs
-    print(compare_runs(args.run_a, args.run_b))
+    print(compare_runs(args.run_a, args.run_b, threshold=args.threshold))
     return 0
 
 

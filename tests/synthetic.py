@@ -99,6 +99,7 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
              select_wall: int | None = 1019, poll_wall: int | None = None,
              mechanisms=MECHS, reps: int = 5, noise: float = 0.02, seed: int = 0,
              saturate: tuple = (), noisy_points: tuple = (), server_saturate: tuple = (),
+             saturate_all: tuple = (),
              probes: dict | None = None,
              memory: dict | None = None, syscalls: dict | None = None,
              meta: dict | None = None, cost_factor: float = 1.0) -> Path:
@@ -112,6 +113,8 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
     connections select echoes in fdlimit (None: no wall); saturate /
     noisy_points: (experiment, mechanism, connections) whose rep 0 is flagged
     and given 3x costs (a flagged point must never move a result);
+    saturate_all: (experiment, mechanism) whose every row was measured with the
+    load generator saturated (the mechanism is lost to that experiment);
     server_saturate: (experiment, mechanism, connections) whose every rep has
     server_saturated set and 3x CPU costs (they must never move a CPU result);
     probes: the probes.json document; memory: {mechanism: per-connection
@@ -128,7 +131,8 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
 
     def flagged(exp, mech, conns, rep):
         key = (exp, mech, conns)
-        return {"saturated": key in saturate and rep == 0, "noisy": key in noisy_points and rep == 0}
+        return {"saturated": (key in saturate and rep == 0) or (exp, mech) in saturate_all,
+                "noisy": key in noisy_points and rep == 0}
 
     def emit(exp, mech, conns, active, size, rate, rep, m):
         f = flagged(exp, mech, conns, rep)

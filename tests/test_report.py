@@ -1,6 +1,7 @@
 """bench.report.render and bench.report.compare: the documents a reader gets from a run."""
 
 import re
+import shutil
 import subprocess
 import sys
 
@@ -41,6 +42,35 @@ def test_report_html_has_the_claims_table_first_and_every_figure(tiny_report):
         assert (run_dir / "plots" / f"{name}.png").stat().st_size > 0
 
 
+def test_the_first_screen_is_a_summary_line_per_claim_with_a_thumbnail_linking_its_figure(tiny_report):
+    html = tiny_report[1].read_text()
+    start = html.index('<table class="summary" id="summary">')
+    assert start < html.index('<table id="claims">')
+    summary = html[start:html.index("</table>", start)]
+    rows = re.findall(r"<tr><td><b>(C\d)</b> ([^<]+)</td><td class=\"v-([a-z-]+)\">[^<]+</td><td>([^<]+)</td>"
+                      r"<td>(.*?)</td></tr>", summary)
+    assert [r[0] for r in rows] == [f"C{i}" for i in range(1, 9)]
+    for cid, claim, verdict, number, thumb in rows:
+        assert len(claim) < 60 and number.strip()
+        if thumb:     # a small PNG that links to the full figure further down
+            name = re.search(r'href="#fig-([a-z0-9_]+)"', thumb).group(1)
+            assert 'src="data:image/png;base64,' in thumb and f'<figure id="fig-{name}">' in html
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_the_summary_fits_a_laptop_screen_in_a_real_browser(tiny_report, tmp_path):
+    # the browser lays the page out at 1366x768 and reports where the summary ends
+    html = tiny_report[1].read_text().replace("</body></html>", (
+        '<script>document.title = "summary-bottom:" + Math.ceil('
+        'document.getElementById("summary").getBoundingClientRect().bottom);</script></body></html>'))
+    page = tmp_path / "probe.html"
+    page.write_text(html)
+    r = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1366,768",
+                        "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    bottom = int(re.search(r"<title>summary-bottom:(\d+)</title>", r.stdout).group(1))
+    assert 0 < bottom <= 768
+
+
 def test_report_html_is_self_contained(tiny_report):
     html = tiny_report[1].read_text()
     assert not re.search(r'<(link|script)\b', html)
@@ -74,7 +104,7 @@ def test_the_flags_count_what_was_set_aside(synthetic_run):
 def test_a_run_without_data_still_gets_a_report_saying_so(tmp_path):
     path = write_report(make_run(tmp_path / "empty", experiments=(), micro=False))
     html = path.read_text()
-    assert html.count('class="v-not-tested"') == 8
+    assert html.count('class="v-not-tested"') == 16          # the summary's 8 and the table's 8
     assert "<figure" not in html and "Not in this run (no data)" in html
 
 
@@ -107,7 +137,7 @@ def test_compare_flags_a_2x_difference_as_significant(pair):
     a, slow, _ = pair
     text = compare_runs(a, slow)
     rows = _rows(text, "throughput_msgs_s")
-    assert rows and all("yes (worse in B)" in r for r in rows)
+    assert rows and all("yes (worse in B; chance apart with no real difference 0.8% (5 vs 5" in r for r in rows)
     assert all(re.search(r"\| 0\.(4[5-9]|5[0-5]) ", r) for r in rows)   # B/A ≈ 0.5
     assert "warning" not in text
 
@@ -116,7 +146,7 @@ def test_compare_finds_nothing_significant_between_identical_runs(pair):
     a, _, _ = pair
     text = compare_runs(a, a)
     assert " yes" not in text
-    assert text.rstrip().endswith("significant (CIs, or p10–p90 for micro, do not overlap).")
+    assert text.rstrip().endswith("significant (CIs, or p10–p90 for micro, do not overlap) and more than 5% apart.")
     assert re.search(r"\n0 of \d+ point comparisons and 0 of \d+ micro", text)
 
 

@@ -2,12 +2,16 @@
 
 One table per measure, hyperfine style: each point's median in A and in B
 with its CI, the ratio B/A, the ratio to epoll at the same point in each run
-("relative"), and whether the difference is significant. Significant means
-the CIs do not overlap (CLAIMS.md's comparison rule, bench.analysis.claims.differs);
-with one repetition there is no CI and nothing is called significant. Micro
-rows have no CI (micro.csv keeps p10/p90 of the samples), so there the
-stricter test is used: the p10–p90 ranges do not overlap. A warning comes
-first when the two runs differ in machine or software.
+("relative"), and whether the difference counts. It counts when it is both
+significant (the CIs do not overlap: CLAIMS.md's comparison rule,
+bench.analysis.claims.differs, with the chance of that happening by accident
+for the repetitions each side had) and larger than a practical threshold
+(|B/A - 1| > 5% by default, --threshold): 40,000 vs 40,001 msg/s is not a
+difference worth reporting however tight the intervals. With one repetition
+there is no CI and nothing counts. Micro rows have no CI (micro.csv keeps
+p10/p90 of the samples), so there the stricter test is used: the p10–p90
+ranges do not overlap. A warning comes first when the two runs differ in
+machine or software.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import pandas as pd
 from bench.analysis import stats as an
 from bench.analysis import claims
 from bench.analysis.claims import num
+from bench.analysis.claims.rules import chance_text
 from bench.rundir.meta import differences
 from bench.rundir.store import Run, load_run
 
@@ -77,8 +82,16 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
                      + [line(r) for r in rows])
 
 
-def compare_points(a: Run, b: Run) -> tuple[str, int, int]:
-    """The per-measure tables over the points both runs have; (text, significant, compared)."""
+THRESHOLD = 0.05     # ours: the smallest relative difference worth reporting (bench compare --threshold)
+
+
+def counts(apart: bool | None, ratio: float, threshold: float) -> bool:
+    """A difference counts when significant and |ratio - 1| > threshold."""
+    return bool(apart) and not math.isnan(ratio) and abs(ratio - 1) > threshold
+
+
+def compare_points(a: Run, b: Run, threshold: float = THRESHOLD) -> tuple[str, int, int]:
+    """The per-measure tables over the points both runs have; (text, counted, compared)."""
     agg_a, agg_b = an.aggregate(a.points), an.aggregate(b.points)
     if agg_a.empty or agg_b.empty:
         return "No points to compare (a run has no points.csv rows).", 0, 0
@@ -99,11 +112,14 @@ def compare_points(a: Run, b: Run) -> tuple[str, int, int]:
             apart = claims.differs((va[f"{m}_lo"], va[f"{m}_hi"]), (vb[f"{m}_lo"], vb[f"{m}_hi"]))
             ratio = vb[m] / va[m] if va[m] else math.nan
             total += 1
-            sig_total += bool(apart)
+            n = "n_cpu" if m in an.CPU_MEASURES else "n"
             verdict = {True: "yes", False: "no", None: "no CI"}[apart]
-            if apart:
+            if counts(apart, ratio, threshold):
+                sig_total += 1
                 good = (ratio > 1) == (better == "higher")
-                verdict += f" ({'better' if good else 'worse'} in B)"
+                verdict += f" ({'better' if good else 'worse'} in B; {chance_text(va[n], vb[n])})"
+            elif apart:
+                verdict = f"no (significant, but within {threshold:.0%})"
             rows.append([_key(va), _value(va, m), _value(vb, m), f"{ratio:.2f}",
                          _rel(va["rel"]), _rel(vb["rel"]), verdict])
         out.append(f"## {m} ({unit}, {better} is better)\n\n"
@@ -116,7 +132,7 @@ def _rel(v) -> str:
     return "n/a" if pd.isna(v) else f"{v:.2f}"
 
 
-def compare_micro(a: Run, b: Run) -> tuple[str, int, int]:
+def compare_micro(a: Run, b: Run, threshold: float = THRESHOLD) -> tuple[str, int, int]:
     """Wait-call cost per (mechanism, registered, ready), p10–p90 ranges apart = significant."""
     cols = ["mechanism", "registered", "ready", "timeout_mode"]
     parts = []
@@ -129,11 +145,13 @@ def compare_micro(a: Run, b: Run) -> tuple[str, int, int]:
     rows, sig = [], 0
     for _, r in both.iterrows():
         apart = claims.differs((r["ns_p10_a"], r["ns_p90_a"]), (r["ns_p10_b"], r["ns_p90_b"]))
-        sig += bool(apart)
+        ratio = r["ns_median_b"] / r["ns_median_a"] if r["ns_median_a"] else math.nan
+        sig += counts(apart, ratio, threshold)
         rows.append([f"{r['mechanism']} N={num(r['registered'])}",
                      f"{num(r['ns_median_a'])} [{num(r['ns_p10_a'])}, {num(r['ns_p90_a'])}]",
                      f"{num(r['ns_median_b'])} [{num(r['ns_p10_b'])}, {num(r['ns_p90_b'])}]",
-                     f"{r['ns_median_b'] / r['ns_median_a']:.2f}", "yes" if apart else "no"])
+                     f"{ratio:.2f}", "yes" if counts(apart, ratio, threshold) else
+                     f"no (apart, but within {threshold:.0%})" if apart else "no"])
     if not rows:
         return "", 0, 0
     return ("## micro wait call, 1 ready, timeout 0 (ns, lower is better; bracket: p10–p90)\n\n"
@@ -148,13 +166,13 @@ def compare_verdicts(a: Run, b: Run) -> str:
     return "## claims\n\n" + _table(["claim", "A", "B", ""], rows)
 
 
-def compare_runs(run_a: Path | str | Run, run_b: Path | str | Run) -> str:
+def compare_runs(run_a: Path | str | Run, run_b: Path | str | Run, threshold: float = THRESHOLD) -> str:
     """The comparison of two runs as text (warnings, claims, one table per measure)."""
     a = run_a if isinstance(run_a, Run) else load_run(run_a)
     b = run_b if isinstance(run_b, Run) else load_run(run_b)
     head = [f"A: {a.path}", f"B: {b.path}", *environment_warnings(a.meta, b.meta)]
-    points, sig_p, n_p = compare_points(a, b)
-    micro, sig_m, n_m = compare_micro(a, b)
-    summary = (f"{sig_p} of {n_p} point comparisons and {sig_m} of {n_m} micro comparisons are "
-               "significant (CIs, or p10–p90 for micro, do not overlap).")
+    points, sig_p, n_p = compare_points(a, b, threshold)
+    micro, sig_m, n_m = compare_micro(a, b, threshold)
+    summary = (f"{sig_p} of {n_p} point comparisons and {sig_m} of {n_m} micro comparisons differ: "
+               f"significant (CIs, or p10–p90 for micro, do not overlap) and more than {threshold:.0%} apart.")
     return "\n\n".join(x for x in ["\n".join(head), compare_verdicts(a, b), points, micro, summary] if x) + "\n"

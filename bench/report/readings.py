@@ -9,7 +9,8 @@ import pandas as pd
 from bench.analysis import stats as an
 from bench.analysis import claims
 from bench.report import plots
-from bench.analysis.claims import num
+from bench.analysis.claims import num, rules
+from bench.analysis.claims.c8_memory import complete_kernel
 from bench.rundir.store import Run
 
 
@@ -37,14 +38,19 @@ def _changes(a: pd.DataFrame, x: str, y: str, xname: str, unit: str, what: str) 
 
 
 def _ranking(a: pd.DataFrame, x: str, y: str, xname: str, unit: str, higher_is_better: bool | None) -> str:
-    """At the largest x: the two ends, and whether their difference counts by the CI rule."""
+    """At the largest x: the two ends, and whether their difference counts by the CI rule,
+    with the chance of that for their repetitions."""
     at = a[a[x] == a[x].max()].dropna(subset=[y])
     if len(at) < 2:
-        return f"Only one mechanism reached {xname}={num(a[x].max()) if len(a) else 'n/a'}."
+        who = plots.label(at.iloc[0]["mechanism"]) if len(at) else "no mechanism"
+        return (f"Only {who} has usable points at {xname}={num(a[x].max()) if len(a) else 'n/a'}, "
+                "so nothing is ranked there.")
     at = at.sort_values(y, ascending=higher_is_better is False)
     top, bottom = at.iloc[0], at.iloc[-1]
     apart = claims.differs((top[f"{y}_lo"], top[f"{y}_hi"]), (bottom[f"{y}_lo"], bottom[f"{y}_hi"]))
-    rule = {True: "their CIs do not overlap, so the difference counts",
+    n = "n_cpu" if y in an.CPU_MEASURES else "n"
+    chance = rules.chance_text(top[n], bottom[n])
+    rule = {True: f"their CIs do not overlap ({chance}), so the difference counts",
             False: "their CIs overlap, so by our rule this is no difference",
             None: "no CI (too few repetitions), so the difference does not count"}[apart]
     hi, lo = (top, bottom) if top[y] >= bottom[y] else (bottom, top)
@@ -58,24 +64,51 @@ def _ranking(a: pd.DataFrame, x: str, y: str, xname: str, unit: str, higher_is_b
 
 def _points_reading(points, experiment, x, y, xname, unit, what, higher_is_better) -> str:
     a = _agg(points, experiment, x, y)
+    a = a[a[y].notna()] if not a.empty else a
     if a.empty or a.groupby("mechanism")[x].nunique().max() < 2:
-        return ""                          # too few points for a line: by_figure() says so
-    return _changes(a, x, y, xname, unit, what) + " " + _ranking(a, x, y, xname, unit, higher_is_better)
+        return aside_note(points, experiment, y).strip()   # too few points: by_figure() says so
+    return (_changes(a, x, y, xname, unit, what) + " " + _ranking(a, x, y, xname, unit, higher_is_better)
+            + aside_note(points, experiment, y))
+
+
+def aside_note(points: pd.DataFrame, experiment: str, y: str) -> str:
+    """Which mechanism lost how many rows of this figure: to the load generator's saturation
+    (removed when none is left), and, for a CPU measure, to its own server's."""
+    parts = [f"{plots.label(m)} {'all ' if gone else ''}{lost} of {total} rows"
+             + (" (removed from this figure)" if gone else "")
+             for m, (lost, total, gone) in an.saturation_losses(points, experiment).items()]
+    text = f" Set aside, load generator saturated: {'; '.join(parts)}." if parts else ""
+    if y in an.CPU_MEASURES:
+        rows = an.experiment(points, experiment)
+        hot = rows[rows["usable"] & rows["server_saturated"]]
+        if len(hot):
+            per = [f"{plots.label(m)} {len(g)} of {int(rows['usable'][rows['mechanism'] == m].sum())} rows"
+                   for m, g in hot.groupby("mechanism", sort=True)]
+            text += (f" Left out of CPU per message, server at ≥ {rules.SERVER_SATURATED:.0%} of its core "
+                     f"(its cost there is the offered rate's ceiling): {'; '.join(per)}.")
+    return text
 
 
 def _fits_reading(fits: pd.DataFrame, unit: str, where: str) -> str:
+    """Every mechanism's fit by the shape rule: its kind and slope, a knee with both slopes, flatness."""
     fits = fits[fits["slope"].notna()] if fits is not None and not fits.empty else fits
     if fits is None or fits.empty:
         return ""
-    lin = [f"{plots.label(r.mechanism)} {num(r.slope)} {unit} (R² {r.r2:.2f})"
-           for r in fits.itertuples() if claims.grows_linearly(r._asdict())]
-    flat = [f"{plots.label(r.mechanism)} ({r.change:+.0%})" for r in fits.itertuples()
-            if claims.is_flat(r.first, r.last)]
-    first = (f"{where}, the cost grows linearly for " + ", ".join(lin) + "." if lin
-             else f"{where}, no mechanism's cost grows linearly by the rule.")
-    second = (f"It is flat (within {claims.FLAT_WITHIN:.0%} from smallest to largest N) for "
-              + ", ".join(flat) + "." if flat else "No mechanism's cost stays flat.")
-    return f"{first} {second}"
+    parts = []
+    for r in fits.itertuples():
+        f = r._asdict()
+        sh = rules.shape(f)
+        text = f"{plots.label(r.mechanism)} {num(r.slope)} {unit}, {sh.kind} ({sh.why})"
+        if sh.knee:
+            text += f", knee at N={num(sh.knee[0])}: {num(sh.knee[1])} → {num(sh.knee[2])} {unit}"
+        if claims.is_flat(r.first, r.last):
+            text += f", flat ({r.change:+.0%})"
+        parts.append(text + f", over N={num(r.x_min)}–{num(r.x_max)}")
+    kinds = {}
+    for r in fits.itertuples():
+        kinds.setdefault(rules.shape(r._asdict()).kind, []).append(plots.label(r.mechanism))
+    return (f"{where}, by the shape rule: " + "; ".join(parts) + ". In short: "
+            + "; ".join(f"{k}: {', '.join(v)}" for k, v in kinds.items()) + ".")
 
 
 def _fdlimit_reading(points) -> str:
@@ -132,16 +165,21 @@ def _memory_reading(mem: pd.DataFrame, doc: dict | None = None) -> str:
     if mem is None or mem.empty:
         return ""
     mem = mem.copy()
-    for c in ("connections", "per_conn_kernel_bytes", "per_conn_rss_bytes"):
+    source = complete_kernel(mem)
+    col, what = source if source else ("per_conn_kernel_bytes", "the four named caches")
+    for c in ("connections", "per_conn_kernel_bytes", "per_conn_rss_bytes", col):
         mem[c] = pd.to_numeric(mem[c], errors="coerce")
     parts = []
     for mech in plots.mechanisms_in(mem):
         g = mem[mem["mechanism"] == mech]
         top = g[g["connections"] == g["connections"].max()]
-        per = (top["per_conn_kernel_bytes"] + top["per_conn_rss_bytes"].fillna(0)).median()
-        parts.append(f"{plots.label(mech)} {num(per, 'B')} ({num(claims.GB / per)} per GiB)")
-    text = ("Memory per connection at the largest N, kernel plus process: " + "; ".join(parts) + ". "
-            f"The claim's figure is {claims.CLAIMED_CONNS_PER_GB:,} per GB.")
+        kernel = (top[col] / top["connections"]) if source else top[col]
+        per = (kernel + top["per_conn_rss_bytes"].fillna(0)).median()
+        parts.append(f"{plots.label(mech)} {num(per, 'B')} ({num(claims.GB / per)} per GB, "
+                     f"{num(claims.GIB / per)} per GiB)")
+    text = (f"Memory per connection at the largest N, kernel ({what}, against the bare-socket control) "
+            "plus process RSS: " + "; ".join(parts) + ". "
+            f"The claim's figure is {claims.CLAIMED_CONNS_PER_GB:,} per GB (10⁹ B).")
     doc = doc or {}
     ctl = [c for c in doc.get("control") or [] if c.get("per_conn_kernel_bytes")]
     if ctl:
@@ -151,8 +189,8 @@ def _memory_reading(mem: pd.DataFrame, doc: dict | None = None) -> str:
                  "connections; what a mechanism adds over it is its own.")
     per_gib = (doc.get("limits") or {}).get("per_gib") or {}
     if per_gib:
-        text += " Connections per GiB each limit implies: " + ", ".join(
-            f"{k} {num(v)}" for k, v in per_gib.items()) + "."
+        text += (" Connections per GiB each limit implies (a note on where 100k may come from, not "
+                 "a rule): " + ", ".join(f"{k} {num(v)}" for k, v in per_gib.items()) + ".")
     if doc.get("first_limits"):
         text += (" The limits as connections one epoll server holds, smallest first (predicted): "
                  + ", ".join(f"{f['limit']} {num(f['connections'])} ({f['errno']})"
@@ -160,6 +198,37 @@ def _memory_reading(mem: pd.DataFrame, doc: dict | None = None) -> str:
     if doc.get("reason"):
         text += f" Kernel caches: {doc['reason']}."
     return text
+
+
+def _capped_note(micro: pd.DataFrame) -> str:
+    rows = an.micro_wait(micro, "all")
+    capped = rows[rows["capped"]] if not rows.empty else rows
+    if capped.empty:
+        return ""
+    where = ", ".join(f"{plots.label(m)} at N={', '.join(num(n) for n in g['registered'])}"
+                      for m, g in capped.groupby("mechanism", sort=True))
+    return (f" Left out of the fits, ringed: calls that returned fewer events than were ready "
+            f"(MAXEVENTS): {where}; each slope is a cost per returned event.")
+
+
+def _capacity_reading(points: pd.DataFrame) -> str:
+    """Derived capacity per core (scan-rate, server unsaturated) at the largest N, next to the closed loop."""
+    rows = an.experiment(points, "scan-rate")
+    rows = rows[rows["cpu_usable"]].copy()
+    if rows.empty:
+        return ""
+    rows["capacity_msgs_s"] = 1e6 / pd.to_numeric(rows["server_cpu_us_per_msg"], errors="coerce")
+    parts = []
+    for mech in plots.mechanisms_in(rows):
+        g = rows[rows["mechanism"] == mech]
+        top = pd.to_numeric(g["connections"]).max()
+        parts.append(f"{plots.label(mech)} {num(g.loc[pd.to_numeric(g['connections']) == top, 'capacity_msgs_s'].median(), 'msg/s')}"
+                     f" at N={num(top)}")
+    return ("Every mechanism's capacity per core, derived from CPU per message (10⁶ / server CPU µs per "
+            "message at the fixed rate, server below 90% of its core), at its largest unsaturated N: "
+            + "; ".join(parts) + ". The dashed lines are the closed loop's measured throughput, bounded "
+            "by the load generator where it saturated (hollow)." + aside_note(points, "scan-rate",
+                                                                            "server_cpu_us_per_msg"))
 
 
 FIGURE_EXPERIMENT = {"scan_wait": "scan", "scan_throughput": "scan", "scan_latency": "scan",
@@ -188,10 +257,15 @@ def _from_data(run: Run, points: pd.DataFrame) -> dict[str, str]:
     micro1, micro_all = an.micro_fits(run.micro, "1"), an.micro_fits(run.micro, "all")
     pr = lambda *a: _points_reading(points, *a)
     return {
+        "micro_wait_0_ready": _fits_reading(an.micro_fits(run.micro, "0"), "ns per registered descriptor",
+                                            "With nothing ready and timeout 0 (C2 decides here)"),
         "micro_wait_1_ready": _fits_reading(micro1, "ns per registered descriptor", "With 1 descriptor ready"),
-        "micro_wait_all_ready": _fits_reading(micro_all, "ns per ready descriptor", "With every descriptor ready"),
-        "scan_wait": _fits_reading(an.scan_fits(points), "ns per connection",
-                                   "In the servers' own wait-call time (scan)"),
+        "micro_wait_all_ready": _fits_reading(micro_all, "ns per returned event",
+                                              "With every descriptor ready") + _capped_note(run.micro),
+        "scan_wait": _fits_reading(an.scan_fits(points), "ns of wall time per wait call (sleep included) "
+                                   "per connection", "In the servers' own wait-call time (scan)")
+        + aside_note(points, "scan", "wait_ns_per_call"),
+        "capacity": _capacity_reading(points),
         "scan_throughput": pr("scan", "connections", "throughput_msgs_s", "N", "msg/s", "throughput", True),
         "scan_latency": pr("scan", "connections", "p99_us", "N", "µs", "p99 latency", False),
         "scan_cpu": pr("scan", "connections", "server_cpu_sys_us_per_msg", "N", "µs",

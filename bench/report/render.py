@@ -1,7 +1,9 @@
 """python -m bench report RUN_DIR: plots/, report.md and a self-contained report.html.
 
-Order of the report: the claims table (verdict, deciding numbers, rule,
-figure), what was set aside, then each figure with a two-sentence reading
+Order of the report: a summary that fits a laptop's first screen (one line
+per claim: the claim in a few words, the verdict, the one number that
+decides it, a thumbnail of its figure linking to the full one), the claims
+table (verdict, deciding numbers, rule, figure), what was set aside, then each figure with a two-sentence reading
 computed from the data, then the machine and software, then the flagged
 points. Both documents are rendered from the same list of blocks, so the
 Markdown and the HTML never disagree.
@@ -20,24 +22,32 @@ import pandas as pd
 from bench.analysis import stats as an
 from bench.analysis import claims
 from bench.analysis import goals
+from bench.analysis.claims.text import headline
 from bench.report import plots, readings
 from bench.rundir.store import Run, load_run
 
 METHODS = (
     "Medians are over repetitions; their CI is the exact order-statistic interval "
     "(coverage shown in each figure's legend: below 6 repetitions it is [min, max], 75% for 3). "
-    "Slopes are ordinary least squares with a Student-t 95% CI. "
-    "Saturated, noisy and failed points are drawn hollow (or not at all) and never enter a "
-    "median, a fit or a verdict."
+    "Two such intervals that do not overlap count as a difference; each comparison states how often "
+    "that happens with no real difference for the repetitions it had (10% for 3 against 3, 0.8% for "
+    "5 against 5). Slopes are ordinary least squares with a Student-t 95% CI; a cost's shape is its "
+    "growth exponent with a profile-likelihood 95% CI and a two-segment fit for knees. "
+    "Points measured with the load generator saturated, noisy and failed points are drawn hollow (or "
+    "not at all) and never enter a median, a fit or a verdict; where the server used 90% or more of "
+    "its core, the point never enters a CPU measure (drawn as a cross)."
 )
 
 TITLES = {
+    "micro_wait_0_ready": "Wait-call cost vs registered descriptors, nothing ready, timeout 0 (micro)",
     "micro_wait_1_ready": "Wait-call cost vs registered descriptors, 1 ready (micro)",
     "micro_wait_all_ready": "Wait-call cost vs registered descriptors, all ready (micro)",
     "scan_wait": "Servers' own wall time per wait call (sleep included) vs total connections (scan)",
     "scan_throughput": "Throughput vs total connections, few active (scan)",
     "scan_latency": "p50 and p99 latency vs total connections (scan)",
     "scan_cpu": "Server CPU per message, user and system (scan)",
+    "capacity": "Capacity per core derived from CPU per message (scan-rate) vs measured closed-loop "
+                "throughput (scan)",
     "activity_throughput": "Throughput vs active ratio (activity)",
     "activity_cpu": "Server CPU per message vs active ratio (activity)",
     "events_per_call": "Events per wait call vs active ratio (activity)",
@@ -84,6 +94,7 @@ def build(run: Run) -> list[tuple]:
         ("h", 1, f"iomux-bench report: {run.path.name}"),
         ("p", f"Run state: {meta.get('state', 'unknown')}; started {meta.get('started_at', '?')}, "
               f"ended {meta.get('ended_at', '?')}; {len(points)} point rows, {len(run.micro)} micro rows."),
+        ("summary", summary(vs, names)),
         ("h", 2, "Claims"),
         ("table", pd.DataFrame([{"claim": f"{v.id}: {v.claim}", "verdict": v.verdict,
                                  "deciding numbers": v.numbers, "why": v.reason, "rule": v.rule,
@@ -120,6 +131,13 @@ def build(run: Run) -> list[tuple]:
         if len(t):
             blocks.append(("table", t))
     return blocks
+
+
+def summary(vs: list, names: list[str]) -> pd.DataFrame:
+    """One line per claim: id, the claim in a few words, verdict, the deciding number, its figure."""
+    return pd.DataFrame([{"id": v.id, "claim": claims.CLAIMS_SHORT.get(v.id, v.claim), "verdict": v.verdict,
+                          "number": headline(v), "figure": v.figure if v.figure in names else ""}
+                         for v in vs])
 
 
 def _meta_table(meta: dict) -> pd.DataFrame:
@@ -205,6 +223,11 @@ def render_md(blocks: list[tuple]) -> str:
         elif b[0] == "figure":
             _, name, title, reading = b
             out.append(f"### {title}\n\n![{name}](plots/{name}.svg)\n\n{reading}")
+        elif b[0] == "summary":
+            out.append("| claim | verdict | deciding number | figure |\n|---|---|---|---|")
+            out += [f"| {r.id}: {_md_cell(r.claim)} | **{r.verdict}** | {_md_cell(r.number)} | "
+                    + (f"[{r.figure}](plots/{r.figure}.svg)" if r.figure else "") + " |"
+                    for r in b[1].itertuples(index=False)]
         out.append("")
     return "\n".join(out)
 
@@ -217,6 +240,8 @@ th { background: #f3f3f3; }
 td.v-supported { background: #e3f4e1; } td.v-refuted { background: #f9dfdc; }
 td.v-partly-supported { background: #fdf3d6; } td.v-not-tested { background: #eee; }
 figure { margin: 2em 0; } figure img { width: 100%; max-width: 56em; } figcaption { max-width: 56em; }
+table.summary { font-size: 14px; margin: .6em 0; } table.summary td { vertical-align: middle; padding: .1em .5em; }
+table.summary img { width: 84px; display: block; } h1 { font-size: 1.5em; margin: .2em 0; }
 """
 
 
@@ -247,6 +272,20 @@ def render_html(blocks: list[tuple], plots_dir: Path) -> str:
                         v_html = e(_md_cell(v))
                     cells.append(f"<td{cls}>{v_html}</td>")
                 out.append("<tr>" + "".join(cells) + "</tr>")
+            out.append("</tbody></table>")
+        elif b[0] == "summary":
+            out.append('<table class="summary" id="summary"><thead><tr><th>claim</th><th>verdict</th>'
+                       "<th>deciding number</th><th>figure</th></tr></thead><tbody>")
+            for r in b[1].itertuples(index=False):
+                v = str(r.verdict)
+                thumb = ""
+                if r.figure and (plots_dir / f"{r.figure}.png").exists():
+                    png = base64.b64encode((plots_dir / f"{r.figure}.png").read_bytes()).decode("ascii")
+                    thumb = (f'<a href="#fig-{e(r.figure)}"><img alt="{e(r.figure)} (thumbnail)" '
+                             f'src="data:image/png;base64,{png}"></a>')
+                out.append(f"<tr><td><b>{e(r.id)}</b> {e(r.claim)}</td>"
+                           f'<td class="v-{v.replace(" ", "-")}">{e(v)}</td><td>{e(r.number)}</td>'
+                           f"<td>{thumb}</td></tr>")
             out.append("</tbody></table>")
         elif b[0] == "figure":
             _, name, title, reading = b

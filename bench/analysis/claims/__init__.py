@@ -16,7 +16,7 @@ import pandas as pd
 from bench.analysis.claims import (c1_fd_setsize, c2_copy, c3_scan, c4_poll_limit, c5_edge, c6_mmap,
                                    c7_idle_busy, c8_memory)
 from bench.analysis.claims.evidence import Evidence, read_task_json  # noqa: F401
-from bench.analysis.claims.rules import (CLAIMED_CONNS_PER_GB, CLAIMS, FLAT_WITHIN, GB, GIB,  # noqa: F401
+from bench.analysis.claims.rules import (CLAIMED_CONNS_PER_GB, CLAIMS, CLAIMS_SHORT, FLAT_WITHIN, GB, GIB,  # noqa: F401
                                          NOT_TESTED, OUTCOMES, PARTLY, REFUTED, SUPPORTED, Verdict,
                                          combine, differs, grows_linearly, is_flat)
 from bench.analysis.claims.text import num  # noqa: F401

@@ -11,7 +11,6 @@ from bench.analysis.claims.rules import (CLAIMS, COPY_STEEPER, NOT_GROWING, PART
                                          shape, slope_chance_text, untested)
 from bench.analysis.claims.text import shape_text, slope_text
 
-FIGURE = "micro_wait_1_ready"
 
 
 def c2(ev: Evidence) -> Verdict:
@@ -21,8 +20,9 @@ def c2(ev: Evidence) -> Verdict:
     # CLAIMS.md: "nothing ready and timeout=0"; 1 ready is the nearest when a run has no 0
     ready, fits = ("0", ev.micro0) if an.fit_row(ev.micro0, "select") else ("1", ev.micro1)
     sel = an.fit_row(fits, "select")
+    figure = f"micro_wait_{ready}_ready"          # the figure shows the data C2 decides on
     if not sel:
-        return untested("C2", "no micro wait-call data for select", FIGURE, rule)
+        return untested("C2", "no micro wait-call data for select", figure, rule)
     # poll over select's range only: both slopes must describe the same N
     pol = an.fit_row(an.micro_fits(ev.run.micro, ready, max_registered=sel["x_max"]), "poll")
     sh, flat = shape(sel), is_flat(sel["first"], sel["last"])
@@ -31,7 +31,7 @@ def c2(ev: Evidence) -> Verdict:
               "select_shape": sh.kind}
     if sh.kind == TOO_FEW_N:
         return untested("C2", f"select's fit cannot decide: {sh.why}; with no slope CI, neither "
-                         "growth nor flatness is shown", FIGURE, rule, numbers)
+                         "growth nor flatness is shown", figure, rule, numbers)
     copy = None
     if pol:
         ratio = pol["slope"] / sel["slope"] if sel["slope"] else math.inf
@@ -47,12 +47,12 @@ def c2(ev: Evidence) -> Verdict:
         values.update(wb_values)
     if sh.kind == NOT_GROWING:
         if flat:
-            return Verdict("C2", CLAIMS["C2"], REFUTED, numbers, rule, FIGURE,
+            return Verdict("C2", CLAIMS["C2"], REFUTED, numbers, rule, figure,
                            "select's wait cost does not grow with the set: it is flat.", values)
         return untested("C2", "select's slope CI reaches 0 but its cost is not flat either: "
-                         "the data cannot tell growth from noise", FIGURE, rule, numbers)
+                         "the data cannot tell growth from noise", figure, rule, numbers)
     if copy:
-        return Verdict("C2", CLAIMS["C2"], SUPPORTED, numbers, rule, FIGURE,
+        return Verdict("C2", CLAIMS["C2"], SUPPORTED, numbers, rule, figure,
                        f"select's cost grows ({sh.kind}) and poll, which copies far more per descriptor, "
                        "is far steeper, as a copy-dominated cost predicts.", values)
     if copy is None:
@@ -62,4 +62,4 @@ def c2(ev: Evidence) -> Verdict:
         why = (f"select's cost grows with the set ({sh.kind}), but poll, which copies ~13× more bytes per "
                "descriptor, is not far steeper: the per-descriptor work (each file's poll callback), "
                "not the copy, dominates. The sets are copied, but the copy is not the cost")
-    return Verdict("C2", CLAIMS["C2"], PARTLY, numbers, rule, FIGURE, why + ".", values)
+    return Verdict("C2", CLAIMS["C2"], PARTLY, numbers, rule, figure, why + ".", values)

@@ -49,6 +49,7 @@ def c3(ev: Evidence) -> Verdict:
         return untested("C3", "no fit of select or poll can decide its shape." + note, figure, rule,
                         "; ".join(texts))
     linear = [k for k, v in parts.items() if v]
+    values.update(linear_fits=len(linear), deciding_fits=len(parts))
     if knees:
         note += f" Knee (slope changes > 2×): {', '.join(knees)}."
     if len(linear) == len(parts):

@@ -16,6 +16,12 @@ COMPLETE = (("slab_growing_bytes", "every slab cache that grows with the connect
             ("slab_bytes", "every slab cache (meminfo Slab)"))
 
 
+def complete_kernel(mem: pd.DataFrame) -> tuple[str, str] | None:
+    """(column, words) of the most complete kernel measure memory.csv holds, or None."""
+    return next(((c, what) for c, what in COMPLETE
+                 if c in mem and pd.to_numeric(mem[c], errors="coerce").notna().any()), None)
+
+
 def c8(ev: Evidence) -> Verdict:
     rule = (f"connections per GB (10⁹ B, the claim's unit) = 10⁹ / (server's share of every slab cache "
             f"against the bare-socket control + its RSS, per connection, at the largest N held); within "
@@ -30,7 +36,7 @@ def c8(ev: Evidence) -> Verdict:
     cols = [c for c, _ in COMPLETE if c in m]
     for c in ("connections", "per_conn_kernel_bytes", "per_conn_rss_bytes", *cols):
         m[c] = pd.to_numeric(m[c], errors="coerce") if c in m else float("nan")
-    source = next(((c, what) for c, what in COMPLETE if c in m and m[c].notna().any()), None)
+    source = complete_kernel(m)
     if source is None:
         return untested("C8", "memory.csv has no slab bytes for epoll: "
                          + (doc.get("reason") or "no permission to read /proc/slabinfo?"), "memory", rule)

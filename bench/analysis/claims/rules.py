@@ -100,6 +100,19 @@ CLAIMS = {
 }
 
 
+# the claims in a few words, for the report's first screen
+CLAIMS_SHORT = {
+    "C1": "select stops at FD_SETSIZE (1024)",
+    "C2": "select's cost is copying its sets",
+    "C3": "select/poll cost grows linearly with descriptors",
+    "C4": "poll has no maximum, copies its array",
+    "C5": "edge-triggered epoll reports once",
+    "C6": "epoll shares memory with the kernel (mmap)",
+    "C7": "epoll flat with idle fds, worse when all active",
+    "C8": "epoll: ~100k connections per GB",
+}
+
+
 @dataclass(frozen=True)
 class Verdict:
     id: str

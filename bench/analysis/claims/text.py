@@ -41,3 +41,28 @@ def shape_text(fit: dict | None, unit: str = "ns/fd") -> str:
     words.append("flat" if flat else
                  f"{change_text(fit['change'])} from N={num(fit['x_min'])} to {num(fit['x_max'])}")
     return ", ".join(words)
+
+
+def headline(v) -> str:
+    """The one number that decides a verdict, in a few words (the report's summary line)."""
+    x = v.values or {}
+    get = lambda k: x.get(k) if x.get(k) is not None else math.nan
+    if v.id == "C1" and "select_max_echoing" in x:
+        return f"select served at most {num(get('select_max_echoing'))} connections"
+    if v.id == "C2" and "slope_ratio" in x:
+        return f"poll/select slope ratio {get('slope_ratio'):.2f} (copy-dominated: ≥ 2)"
+    if v.id == "C3" and "deciding_fits" in x:
+        return f"{x['linear_fits']} of {x['deciding_fits']} deciding fits linear"
+    if v.id == "C4" and "poll_max_echoing" in x:
+        return f"poll echoed {num(get('poll_max_echoing'))}" + (
+            f"; {x['probe_errno']} past RLIMIT_NOFILE" if x.get("probe_errno") else "")
+    if v.id == "C5" and "et_writes_reported" in x:
+        return f"edge-triggered reported {x['et_writes_reported']} of 2 writes"
+    if v.id == "C6" and "mmap_per_msg" in x:
+        return f"{num(get('mmap_per_msg'))} mmap per message in epoll's loop"
+    if v.id == "C7" and "all_ready_ratio" in x:
+        return f"all ready: epoll's wait {get('all_ready_ratio'):.2f}× {x.get('all_ready_best')}'s"
+    if v.id == "C8" and "conns_per_gb" in x:
+        return f"{num(get('conns_per_gb'))} connections per GB (10⁹ B)"
+    first = (v.numbers or "").split(";")[0]
+    return first if len(first) <= 90 else first[:87] + "..."

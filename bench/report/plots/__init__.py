@@ -4,7 +4,9 @@ Every figure follows the same conventions, so a reader learns them once:
 one fixed colour per mechanism (references included, labelled "(reference)"),
 units on every axis, log axes where the values span decades, the median over
 repetitions as a line with its CI as a band (bench.analysis.stats), saturated or
-noisy repetitions drawn as hollow markers and left out of lines and fits.
+noisy repetitions drawn as hollow markers and left out of lines and fits, and
+repetitions whose server used >= 90% of its core drawn as crosses and left out
+of every CPU line.
 
 `df` is the run's table the figure reads (points, micro, syscalls or memory,
 see FIGURES); a figure whose data are absent draws a "no data" note.
@@ -18,18 +20,19 @@ the module of its data plus one FIGURES entry; this package re-exports both.
 """
 
 from bench.report.plots.common import COLORS, ORDER, Selection, color, label, mechanisms_in
-from bench.report.plots.micro_figures import plot_micro_wait_1_ready, plot_micro_wait_all_ready
-from bench.report.plots.point_figures import (plot_activity_cpu, plot_activity_throughput, plot_events_per_call,
-                                              plot_msgsize, plot_scan_cpu, plot_scan_latency, plot_scan_throughput,
-                                              plot_scan_wait)
+from bench.report.plots.micro_figures import (plot_micro_wait_0_ready, plot_micro_wait_1_ready,
+                                              plot_micro_wait_all_ready)
+from bench.report.plots.point_figures import (plot_activity_cpu, plot_activity_throughput, plot_capacity,
+                                              plot_events_per_call, plot_msgsize, plot_scan_cpu, plot_scan_latency,
+                                              plot_scan_throughput, plot_scan_wait)
 from bench.report.plots.registry import FIGURES, FigureSpec, has_data, save_all, table_for
 from bench.report.plots.resource_figures import MIN_CALLS_PER_MSG, plot_fdlimit, plot_memory, plot_syscalls
 
 __all__ = [
     "COLORS", "ORDER", "Selection", "color", "label", "mechanisms_in",
     "FIGURES", "FigureSpec", "has_data", "save_all", "table_for", "MIN_CALLS_PER_MSG",
-    "plot_micro_wait_1_ready", "plot_micro_wait_all_ready",
-    "plot_scan_wait", "plot_scan_throughput", "plot_scan_latency", "plot_scan_cpu",
+    "plot_micro_wait_0_ready", "plot_micro_wait_1_ready", "plot_micro_wait_all_ready",
+    "plot_scan_wait", "plot_scan_throughput", "plot_scan_latency", "plot_scan_cpu", "plot_capacity",
     "plot_activity_throughput", "plot_activity_cpu", "plot_events_per_call", "plot_msgsize",
     "plot_fdlimit", "plot_syscalls", "plot_memory",
 ]

@@ -94,7 +94,9 @@ def _lines(ax: Axes, rows: pd.DataFrame, x: str, y: str, *, linestyle="-", with_
            fits: pd.DataFrame | None = None, unit: str = "") -> float:
     """Median line with CI band per mechanism, hollow flagged repetitions, optional fit lines.
 
-    Returns the smallest CI coverage drawn (NaN if no band).
+    For a CPU measure, repetitions whose server was saturated (>= 90% of its
+    core) are left out of the line and drawn as crosses. Returns the smallest
+    CI coverage drawn (NaN if no band).
     """
     agg = an.aggregate(rows, measures=[y], by=["mechanism", x])
     coverage = math.nan
@@ -116,10 +118,21 @@ def _lines(ax: Axes, rows: pd.DataFrame, x: str, y: str, *, linestyle="-", with_
         bad = rows[(rows["mechanism"] == mech) & (rows["saturated"] | rows["noisy"])]
         if len(bad):
             ax.scatter(bad[x], bad[y], s=30, facecolors="none", edgecolors=c, linewidths=1.2, zorder=3)
+        hot = server_saturated_rows(rows, y)
+        hot = hot[hot["mechanism"] == mech]
+        if len(hot):
+            ax.scatter(hot[x], hot[y], s=36, marker="x", color=c, linewidths=1.2, zorder=3)
         if f:
             xs = np.linspace(f["x_min"], f["x_max"], 200)
             ax.plot(xs, f["intercept"] + f["slope"] * xs, color=c, lw=0.9, ls=":", alpha=0.9)
     return coverage
+
+
+def server_saturated_rows(rows: pd.DataFrame, y: str) -> pd.DataFrame:
+    """Usable rows of a CPU measure whose server was at >= 90% of its core (none for other measures)."""
+    if y not in an.CPU_MEASURES or "server_saturated" not in rows:
+        return rows.iloc[0:0]
+    return rows[rows["usable"] & rows["server_saturated"]]
 
 
 def _min(a: float, b: float) -> float:
@@ -127,14 +140,18 @@ def _min(a: float, b: float) -> float:
     return b if math.isnan(a) else a if math.isnan(b) else min(a, b)
 
 
-def _legend(ax: Axes, rows: pd.DataFrame, coverage: float, extra: list | None = None) -> None:
+def _legend(ax: Axes, rows: pd.DataFrame, coverage: float, extra: list | None = None,
+            y_cpu: str | None = None) -> None:
     handles, labels = ax.get_legend_handles_labels()
     if not math.isnan(coverage):
         handles.append(Patch(color="grey", alpha=0.25))
         labels.append(f"band: CI of the median ({coverage:.0%} coverage)")
     if {"saturated", "noisy"} <= set(rows.columns) and (rows["saturated"] | rows["noisy"]).any():
         handles.append(Line2D([], [], marker="o", ls="", mfc="none", mec="grey"))
-        labels.append("hollow: saturated/noisy, not used")
+        labels.append("hollow: load generator saturated or noisy, not used")
+    if y_cpu is not None and len(server_saturated_rows(rows, y_cpu)):
+        handles.append(Line2D([], [], marker="x", ls="", color="grey"))
+        labels.append("×: server ≥ 90% of its core, not used for CPU")
     for h, lab in extra or []:
         handles.append(h)
         labels.append(lab)

@@ -11,6 +11,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from bench.analysis import stats as an
+from bench.analysis.claims.rules import shape
 from bench.report.plots.common import (_axes, _fd_setsize_line, _legend, _log_if_decades, _no_data, color,
                                        label, mechanisms_in)
 
@@ -21,13 +22,20 @@ def _micro_figure(df, ax, ready: str, title: str) -> Axes:
     if rows.empty:
         return _no_data(ax, "micro-benchmark rows")
     fits = an.micro_fits(df, ready)
+    extra = []
     for mech in mechanisms_in(rows):
         g = rows[rows["mechanism"] == mech].groupby("registered").median(numeric_only=True).reset_index()
         c = color(mech)
         f = an.fit_row(fits, mech)
-        name = label(mech) + (f": {f['slope']:.3g} ns/fd, R² {f['r2']:.2f}" if f else "")
+        name = label(mech) + (f": {f['slope']:.3g} ns/fd, {shape(f).kind}" if f else "")
         ax.plot(g["registered"], g["ns_median"], marker="o", ms=4, lw=1.8, color=c, label=name)
         ax.fill_between(g["registered"], g["ns_p10"], g["ns_p90"], color=c, alpha=0.15, lw=0)
+        capped = rows[(rows["mechanism"] == mech) & rows["capped"]]
+        if len(capped):        # epoll returned MAXEVENTS of more ready: out of the per-event fit
+            ax.scatter(capped["registered"], capped["ns_median"], s=60, facecolors="none", edgecolors=c,
+                       linewidths=1.2, zorder=3)
+            extra = [(Line2D([], [], marker="o", ls="", mfc="none", mec="grey", ms=8),
+                      "ringed: fewer events returned than ready (MAXEVENTS), not fitted")]
         if f:
             xs = np.geomspace(max(f["x_min"], 1), f["x_max"], 200)
             ax.plot(xs, f["intercept"] + f["slope"] * xs, color=c, lw=0.9, ls=":")
@@ -39,8 +47,13 @@ def _micro_figure(df, ax, ready: str, title: str) -> Axes:
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     _legend(ax, rows, math.nan, [(Patch(color="grey", alpha=0.25), "band: p10–p90 of the samples"),
-                                 (Line2D([], [], color="grey", ls=":"), "dotted: linear fit")])
+                                 (Line2D([], [], color="grey", ls=":"), "dotted: linear fit")] + extra)
     return ax
+
+
+def plot_micro_wait_0_ready(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """micro.csv: wait-call cost vs registered descriptors with none ready, timeout 0 (C2 decides here)."""
+    return _micro_figure(df, ax, "0", "Wait-call cost, nothing ready, timeout 0")
 
 
 def plot_micro_wait_1_ready(df: pd.DataFrame, ax: Axes | None = None) -> Axes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
@@ -35,7 +37,7 @@ def _points_figure(df, ax, experiment, y, ylabel, title, *, x="connections", xla
     actives = sorted(pd.to_numeric(rows["active"], errors="coerce").dropna().unique()) if "active" in rows else []
     ax.set_title(title.replace("{active}", "/".join(f"{a:g}" for a in actives) or "?"), fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
-    _legend(ax, rows, coverage, extra)
+    _legend(ax, rows, coverage, extra, y_cpu=y)
     return ax
 
 
@@ -66,6 +68,42 @@ def plot_scan_cpu(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
     return _points_figure(df, ax, "scan", "server_cpu_user_us_per_msg", "server CPU per message (µs)",
                           "Server CPU per message, {active} active, idle connections growing",
                           second=("server_cpu_sys_us_per_msg", "user time|system time"))
+
+
+def plot_capacity(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """points.csv: server capacity per core derived as 10⁶ / (server CPU µs per message) from the
+    unsaturated fixed-rate points (scan-rate), one line per mechanism, beside the closed loop's
+    measured throughput (scan, dashed, hollow where the load generator saturated)."""
+    ax = _axes(ax)
+    points = an.classify(df) if df is not None and not df.empty else pd.DataFrame()
+    fixed = an.experiment(points, "scan-rate") if len(points) else points
+    closed = an.experiment(points, "scan") if len(points) else points
+    fixed = fixed[fixed["cpu_usable"]].copy() if len(fixed) else fixed
+    closed = closed[~closed["failed"]] if len(closed) else closed
+    if fixed.empty and closed.empty:
+        return _no_data(ax, "scan-rate or scan points")
+    coverage = math.nan
+    if len(fixed):
+        fixed["capacity_msgs_s"] = 1e6 / pd.to_numeric(fixed["server_cpu_us_per_msg"], errors="coerce")
+        coverage = _lines(ax, fixed, "connections", "capacity_msgs_s")
+    if len(closed):
+        coverage = _min(coverage, _lines(ax, closed, "connections", "throughput_msgs_s", linestyle="--",
+                                         with_label=fixed.empty))
+    both = pd.concat([fixed.get("capacity_msgs_s", pd.Series(dtype=float)),
+                      pd.to_numeric(closed.get("throughput_msgs_s", pd.Series(dtype=float)), errors="coerce")])
+    _log_if_decades(ax, "x", pd.concat([fixed.get("connections", pd.Series(dtype=float)),
+                                        closed.get("connections", pd.Series(dtype=float))]))
+    _log_if_decades(ax, "y", both)
+    ax.set_xlabel("total connections = registered descriptors (count)")
+    ax.set_ylabel("messages per second per server core (msg/s)")
+    ax.set_title("Capacity: derived from CPU per message (solid) vs measured closed loop (dashed)",
+                 fontsize=9)
+    ax.grid(True, which="major", alpha=0.3)
+    _legend(ax, pd.concat([fixed, closed]), coverage,
+            [(Line2D([], [], color="black", lw=1.2), "solid: 10⁶ / CPU µs per message, derived from CPU "
+                                                     "per message (scan-rate, server unsaturated)"),
+             (Line2D([], [], color="black", lw=1.2, ls="--"), "dashed: measured closed-loop throughput (scan)")])
+    return ax
 
 
 def plot_activity_throughput(df: pd.DataFrame, ax: Axes | None = None) -> Axes:

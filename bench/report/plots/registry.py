@@ -21,12 +21,14 @@ class FigureSpec(NamedTuple):
 
 # figure name -> its plot function and data, in report order; render.TITLES and readings name the same figures
 FIGURES: dict[str, FigureSpec] = {
+    "micro_wait_0_ready": FigureSpec(micro_figures.plot_micro_wait_0_ready, _micro("0")),
     "micro_wait_1_ready": FigureSpec(micro_figures.plot_micro_wait_1_ready, _micro("1")),
     "micro_wait_all_ready": FigureSpec(micro_figures.plot_micro_wait_all_ready, _micro("all")),
     "scan_wait": FigureSpec(point_figures.plot_scan_wait, _exp("scan")),
     "scan_throughput": FigureSpec(point_figures.plot_scan_throughput, _exp("scan")),
     "scan_latency": FigureSpec(point_figures.plot_scan_latency, _exp("scan")),
     "scan_cpu": FigureSpec(point_figures.plot_scan_cpu, _exp("scan")),
+    "capacity": FigureSpec(point_figures.plot_capacity, _exp("scan-rate")),
     "activity_throughput": FigureSpec(point_figures.plot_activity_throughput, _exp("activity")),
     "activity_cpu": FigureSpec(point_figures.plot_activity_cpu, _exp("activity")),
     "events_per_call": FigureSpec(point_figures.plot_events_per_call, _exp("activity")),

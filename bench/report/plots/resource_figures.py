@@ -8,8 +8,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from bench.analysis import stats as an
+from bench.analysis.claims.c8_memory import complete_kernel
+from bench.analysis.claims.rules import ABOUT_FACTOR, CLAIMED_CONNS_PER_GB, GB
 from bench.report.plots.common import (_axes, _legend, _lines, _log_if_decades, _no_data, _nonempty, color, label,
                                        mechanisms_in)
 from servers.sysutil import FD_SETSIZE
@@ -77,27 +80,41 @@ def plot_syscalls(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
 
 
 def plot_memory(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
-    """memory.csv: kernel and process memory per connection at the largest N, per mechanism (C8)."""
+    """memory.csv: memory per connection at the largest N, per mechanism: every slab cache that grows
+    with the connections (against the bare-socket control) plus process RSS, the four named caches
+    marked, and the claim's 100k per GB (10,000 B) with its 2x band (C8)."""
     ax = _axes(ax)
     rows = _nonempty("memory", "per_conn_kernel_bytes").select(df)
     if rows.empty:
         return _no_data(ax, "memory measurements")
     rows = rows.copy()
-    for c in ("connections", "per_conn_kernel_bytes", "per_conn_rss_bytes"):
+    source = complete_kernel(rows)
+    col, what = source if source else ("per_conn_kernel_bytes", "the four named caches")
+    for c in ("connections", "per_conn_kernel_bytes", "per_conn_rss_bytes", col):
         rows[c] = pd.to_numeric(rows[c], errors="coerce")
     mechs = mechanisms_in(rows)
     for i, mech in enumerate(mechs):
         g = rows[rows["mechanism"] == mech]
         top = g[g["connections"] == g["connections"].max()]
-        kernel = top["per_conn_kernel_bytes"].median()
+        kernel = (top[col] / top["connections"] if source else top[col]).median()
         rss = top["per_conn_rss_bytes"].fillna(0).median()
         ax.bar(i, kernel, color=color(mech))
         ax.bar(i, rss, bottom=kernel, color=color(mech), alpha=0.45, hatch="//")
+        ax.plot([i - 0.4, i + 0.4], [top["per_conn_kernel_bytes"].median()] * 2, color="black", lw=1, ls=":")
         ax.annotate(f"{kernel + rss:,.0f} B\n@{top['connections'].max():,.0f}", (i, kernel + rss),
                     ha="center", va="bottom", fontsize=7)
-    ax.set_ylim(0, ax.get_ylim()[1] * 1.15)      # room for the labels above the bars
+    claim_b = GB / CLAIMED_CONNS_PER_GB
+    top_b = max(ax.get_ylim()[1], claim_b) * 1.15              # room for the labels above the bars
+    ax.axhspan(claim_b / ABOUT_FACTOR, min(claim_b * ABOUT_FACTOR, top_b), color="grey", alpha=0.12, lw=0)
+    ax.axhline(claim_b, color="grey", lw=0.8, ls="--")
+    ax.set_ylim(0, top_b)
     ax.set_xticks(range(len(mechs)), [label(m) for m in mechs], fontsize=8)
     ax.set_ylabel("memory per connection (bytes)")
-    ax.set_title("Memory per connection: kernel (solid) + process RSS (hatched)", fontsize=10)
+    ax.set_title(f"Memory per connection: kernel, {what} (solid) + RSS (hatched)", fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
+    ax.legend([Line2D([], [], color="black", lw=1, ls=":"), Line2D([], [], color="grey", lw=0.8, ls="--"),
+               Patch(color="grey", alpha=0.2)],
+              ["dotted: the four named caches alone", f"claim: {CLAIMED_CONNS_PER_GB:,} per GB = "
+               f"{claim_b:,.0f} B", f"within {ABOUT_FACTOR:g}× of the claim"], fontsize=7, frameon=False,
+              loc="upper left")
     return ax
