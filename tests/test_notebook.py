@@ -39,4 +39,4 @@ def test_the_notebook_executes_headless_against_a_tiny_run(tiny_run, monkeypatch
     assert str(tiny_run.resolve()) in text                    # it opened the run IOMUX_RUN names
     assert all(f"C{i}" in text for i in range(1, 9))          # the claims table
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 13                                  # every figure (no-data notes included)
+    assert len(images) >= 15                                  # every figure (no-data notes included)
