@@ -16,6 +16,7 @@ import sys
 from servers.cli import OneLineParser, die, is_loopback
 from servers.sysutil import raise_nofile_limit, write_json
 
+from . import burst
 from .run import run
 from .spec import ARRIVALS, LoadSpec, SpecError, check, parse_cpus, parse_target
 
@@ -70,12 +71,51 @@ def build_parser() -> OneLineParser:
     p.add_argument("--signal-pid", type=_number(int), metavar="PID",
                    help="send SIGUSR1 to PID at the window's start and end (a server "
                         "started with --snapshots; any other process may die of it)")
+    p.add_argument("--bursts", type=_number(int), metavar="B",
+                   help="burst mode (loadgen/burst.py): B measured bursts, each written while "
+                        "the server (--signal-pid) is stopped, then continued")
+    p.add_argument("--burst-size", type=_number(int), metavar="K",
+                   help="burst mode: connections written per burst, spread over --connections "
+                        "(0: the stop/continue control)")
+    p.add_argument("--warmup-bursts", type=_number(int), metavar="W",
+                   help=f"burst mode: unmeasured bursts first (default {burst.WARMUP_BURSTS})")
     return p
 
 
-def parse_spec(argv: list[str] | None) -> tuple[LoadSpec, argparse.Namespace]:
+# options of the closed and open loop that burst mode has no use for
+NOT_IN_BURST_MODE = ("--active-ratio", "--duration", "--warmup", "--procs", "--rate",
+                     "--arrivals", "--pipeline", "--cluster", "--hosts")
+
+
+def parse_burst_spec(parser, args, argv: list[str]) -> burst.BurstSpec:
+    """The burst mode's spec, or a usage error naming the option that does not fit."""
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    for opt in NOT_IN_BURST_MODE:
+        if opt in given:
+            parser.error(f"{opt} does not apply to burst mode (--bursts): drop it")
+    if args.bursts is None or args.burst_size is None:
+        parser.error("burst mode needs both --bursts B and --burst-size K")
+    if args.signal_pid is None or args.signal_pid <= 0:
+        parser.error("burst mode needs --signal-pid PID: the server it stops and continues")
+    try:
+        host, port = parse_target(args.target)
+        cpus = parse_cpus(args.cpus) if args.cpus is not None else None
+        return burst.check(burst.BurstSpec(
+            host=host, port=port, connections=args.connections, burst_size=args.burst_size,
+            bursts=args.bursts, signal_pid=args.signal_pid, msg_size=args.msg_size,
+            warmup_bursts=(burst.WARMUP_BURSTS if args.warmup_bursts is None
+                           else args.warmup_bursts),
+            cpu=cpus[0] if cpus else None))
+    except SpecError as e:
+        parser.error(str(e))
+
+
+def parse_spec(argv: list[str] | None) -> tuple[LoadSpec | burst.BurstSpec, argparse.Namespace]:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    if args.bursts is not None or args.burst_size is not None or args.warmup_bursts is not None:
+        return parse_burst_spec(parser, args, argv), args
     try:
         host, port = parse_target(args.target)
         if args.arrivals is not None and args.rate is None:
@@ -128,6 +168,9 @@ def summary(doc: dict) -> str:
             f"{doc['throughput_msgs_s'] or 0:,.0f} msg/s")
     if lat["p50"] is not None:
         text += f"  p50 {lat['p50']:,.0f} µs  p99 {lat['p99']:,.0f} µs  max {lat['max']:,.0f} µs"
+    drain = (doc.get("bursts") or {}).get("drain_us") or {}
+    if drain.get("p50") is not None:
+        text += f"  drain per burst p50 {drain['p50']:,.0f} µs  p99 {drain['p99']:,.0f} µs"
     errors = {k: v for k, v in doc["errors"].items() if v}
     if errors:
         text += "  errors: " + ", ".join(f"{k} {v}" for k, v in errors.items())
@@ -196,8 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     raise_nofile_limit()                        # workers inherit it
     signal.signal(signal.SIGTERM, _terminate)   # through run()'s finally: workers killed
     try:
-        doc = run(spec, address, family) if args.cluster is None else _run_cluster(spec, address,
-                                                                                   family, args)
+        if isinstance(spec, burst.BurstSpec):
+            doc = burst.run(spec, address, family)
+        elif args.cluster is None:
+            doc = run(spec, address, family)
+        else:
+            doc = _run_cluster(spec, address, family, args)
     except (KeyboardInterrupt, _Terminated) as e:
         die(PROG, f"{e or 'interrupted'}: the workers were stopped, no result written", 1)
     try:
