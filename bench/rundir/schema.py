@@ -19,6 +19,9 @@ POINT_COLUMNS = [
     "server_cpu_user_us_per_msg", "server_cpu_sys_us_per_msg",
     "loadgen_cpu_user_us_per_msg", "noise_cpu_pct", "reference", "ctl_calls_per_msg",
     "connect_s", "server_saturated",
+    # the ready experiment (issue 10): bursts of K ready descriptors out of N
+    "ready_fraction", "bursts", "wait_calls_per_burst", "server_cpu_us_per_burst",
+    "drain_p50_us", "drain_p99_us",
 ]
 # server_saturated: the server's CPU (user + system, from its window snapshots)
 # over the window's seconds reached this share of one core. CLAIMS.md: such a
@@ -28,7 +31,9 @@ SERVER_SATURATED_SHARE = 0.9
 EXPERIMENTS = ("scan", "scan-rate", "activity", "msgsize", "fdlimit",
                # every server, references included, at one fixed open-loop load:
                # the epoll server's CPU per message as a ratio to each reference
-               "references")
+               "references",
+               # bursts that make K of N connections ready at one instant (loadgen/burst.py)
+               "ready")
 # the equivalent servers, then the references of issue 6 (labelled as such)
 MECHANISMS = ("select", "poll", "epoll", "epoll-et", "io_uring")
 REFERENCES = ("epoll-toggle", "threads", "asyncio", "uvloop")

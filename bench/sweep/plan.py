@@ -51,6 +51,7 @@ class Point:
     server_max_fds: int | None = None
     noise_threshold_pct: float = 10.0
     refused: str | None = None   # why the point is recorded without running
+    bursts: int | None = None    # ready: measured bursts of `active` (K) messages each
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,7 +72,7 @@ class Task:
 
 def point_id(experiment: str, mechanism: str, connections: int, active: int, msg_size: int,
              rate: float | None, rep: int, pipeline: int = 1, arrivals: str = "fixed",
-             server_max_fds: int | None = None) -> str:
+             server_max_fds: int | None = None, bursts: int | None = None) -> str:
     """`scan-epoll-c1000-a10-s64-r2`: every axis that varies is spelled out."""
     parts = [experiment, mechanism, f"c{connections}", f"a{active}", f"s{msg_size}"]
     if rate is not None:
@@ -82,6 +83,8 @@ def point_id(experiment: str, mechanism: str, connections: int, active: int, msg
         parts.append(f"k{pipeline}")
     if server_max_fds is not None:
         parts.append(f"fds{server_max_fds}")
+    if bursts is not None:
+        parts.append(f"b{bursts}")
     parts.append(f"r{rep}")
     return "-".join(parts)
 

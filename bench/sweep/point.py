@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sys
@@ -76,6 +77,8 @@ def run_point(point: plan.Point, ctx: Context) -> dict:
         raw["loadgen"] = _read_json(lg_path)
         if problem is None and raw["loadgen"] is None:
             problem = f"loadgen exited {lg_code} without its JSON: {loadgen.stderr_tail()}"
+        if point.bursts is not None:
+            _continue(server)                  # a load generator killed mid-burst left it stopped
         sv_code = server.exited()
         if sv_code is not None:
             problem = problem or f"server exited {sv_code} during the load: {server.stderr_tail()}"
@@ -115,6 +118,12 @@ def server_argv(point: plan.Point, stats: Path, snapshots: Path,
 
 def loadgen_argv(point: plan.Point, target: str, server_pid: int, out: Path,
                  ctx: Context) -> list[str]:
+    if point.bursts is not None:                # ready: one process, the server gated
+        return [sys.executable, "-m", "loadgen", "--target", target,
+                "--connections", str(point.connections), "--burst-size", str(point.active),
+                "--bursts", str(point.bursts), "--msg-size", str(point.msg_size),
+                "--cpus", cpulist(ctx.loadgen_cpus[:1]), "--out", str(out),
+                "--signal-pid", str(server_pid)]
     argv = [sys.executable, "-m", "loadgen", "--target", target,
             "--connections", str(point.connections),
             "--active-ratio", repr(point.active / point.connections),
@@ -160,6 +169,14 @@ def _watch(loadgen: procs.Child, server: procs.Child, timeout_s: float):
     if problem:
         loadgen.kill()
     return samples, problem
+
+
+def _continue(server: procs.Child) -> None:
+    """SIGCONT: a server stopped by a burst must answer the SIGTERM that follows."""
+    try:
+        os.kill(server.pid, signal.SIGCONT)
+    except OSError:
+        pass
 
 
 def _read_json(path: Path):

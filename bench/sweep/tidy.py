@@ -18,6 +18,10 @@ LOST_KINDS = ("reset", "closed_by_server", "short_read")
 # ... and everything else that fails a point, whatever the experiment
 NEVER_EXCUSED = ("refused", "addr_not_available", "connect_timeout", "no_fds", "connect_other",
                  "other", "timeout", "corrupt")
+# ready: the start snapshot's SIGUSR1 wakes the waiting server once inside the window,
+# one wait call that returns one event (the signal socket); the end snapshot is taken
+# inside a wait call that has not returned yet. Removed, so a burst's calls are exact.
+SNAPSHOT_WAKEUP_CALLS = 1
 # Cumulative CPU seconds in the orchestrator's samples that count as machine noise.
 NOISE_KEYS = ("others_s", "steal_s")
 
@@ -88,6 +92,8 @@ def to_row(point: dict, loadgen: dict | None, server: dict | None,
         row["rejected_fd_setsize"] = server.get("rejected_fd_setsize")
 
     delta = window_delta(snapshots)
+    if delta and point["experiment"] == "ready":
+        delta = without_snapshot_wakeup(delta)
     if delta:
         row["server_cpu_user_s"] = _round(delta["cpu_user_s"])
         row["server_cpu_sys_s"] = _round(delta["cpu_sys_s"])
@@ -105,6 +111,8 @@ def to_row(point: dict, loadgen: dict | None, server: dict | None,
                 row["ctl_calls_per_msg"] = _round(delta["ctl_calls"] / messages)
     elif lg and not problems:
         problems.append("no window snapshots from the server: server measures missing")
+    if point["experiment"] == "ready":
+        row.update(ready_measures(point, lg, delta))
 
     start, end = lg.get("window_start_monotonic_s"), lg.get("window_end_monotonic_s")
     noise = noise_cpu_pct((cpu or {}).get("samples") or [], start, end)
@@ -115,6 +123,46 @@ def to_row(point: dict, loadgen: dict | None, server: dict | None,
     if problems:
         row["error"] = "; ".join(problems)
     return row
+
+
+def ready_measures(point: dict, loadgen: dict, delta: dict | None) -> dict:
+    """The ready experiment's own columns: bursts, ready_fraction and per-burst costs.
+
+    ready_fraction = events per wait call / connections, from the server's
+    counters: a burst of K split over several calls (epoll's MAXEVENTS, or a
+    server that wakes before the burst is whole) shows below K/N. The
+    listener and the signal socket are registered too but never ready in a
+    burst, so the denominator is the N connections. The load generator's
+    speed sets none of these, so the row is never flagged saturated, and a
+    burst is fixed work, not a rate the server could cap: nor server_saturated.
+    """
+    bursts = (loadgen.get("bursts") or {}) if loadgen else {}
+    count = bursts.get("completed") or None
+    drain = bursts.get("drain_us") or {}
+    # nor for the server's: a burst is fixed work, not an offered rate it could cap
+    out = {"saturated": False, "server_saturated": False, "bursts": bursts.get("count"),
+           "drain_p50_us": drain.get("p50"), "drain_p99_us": drain.get("p99")}
+    if delta and count:
+        out["server_cpu_us_per_burst"] = _round((delta["cpu_user_s"] + delta["cpu_sys_s"])
+                                                / count * 1e6)
+        if delta["wait_calls"] is not None:
+            out["wait_calls_per_burst"] = _round(delta["wait_calls"] / count)
+    if delta and delta["wait_calls"] and delta["events_total"] is not None and point["connections"]:
+        out["ready_fraction"] = round(delta["events_total"] / delta["wait_calls"]
+                                      / point["connections"], 9)
+    return out
+
+
+def without_snapshot_wakeup(delta: dict) -> dict:
+    """The window counters less the start snapshot's own wake-up (SNAPSHOT_WAKEUP_CALLS)."""
+    out = dict(delta)
+    if out["wait_calls"] is not None and out["wait_calls"] >= SNAPSHOT_WAKEUP_CALLS:
+        out["wait_calls"] -= SNAPSHOT_WAKEUP_CALLS
+        if out["events_total"] is not None:
+            out["events_total"] -= SNAPSHOT_WAKEUP_CALLS
+        if out["wait_ns_total"] is not None:      # its time is not known apart: keep the mean
+            out["wait_ns_total"] *= out["wait_calls"] / (out["wait_calls"] + SNAPSHOT_WAKEUP_CALLS)
+    return out
 
 
 def refused_by_design(loadgen: dict, server: dict | None) -> bool:
