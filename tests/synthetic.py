@@ -33,6 +33,11 @@ ACTIVITY_CPU = {"select": (30.0, 12.0), "poll": (28.0, 11.0),
 RATIOS = (0.01, 0.1, 0.5, 1.0)
 # memory: the four named slab caches' share of every cache that grows (the rest: filp, dentry, ...)
 NAMED_SHARE = 0.65
+# ready: server CPU per message = per_msg_us + scan_ns_per_fd * N / K / 1000 (one scan per burst)
+READY_COST = {"select": (10.0, 20.0), "poll": (10.0, 22.0), "epoll": (11.0, 0.0),
+              "epoll-et": (10.8, 0.0), "epoll-toggle": (13.0, 0.0)}
+READY_KS = {1000: (0, 1, 3, 10, 30, 100, 300, 1000), 5000: (0, 1, 10, 100, 1000, 5000)}
+EPOLL_MAXEVENTS = 1024
 
 META = {  # the shape bench.rundir.meta.collect_meta writes
     "format": 1, "state": "complete",
@@ -102,7 +107,8 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
              saturate_all: tuple = (),
              probes: dict | None = None,
              memory: dict | None = None, syscalls: dict | None = None,
-             meta: dict | None = None, cost_factor: float = 1.0) -> Path:
+             meta: dict | None = None, cost_factor: float = 1.0,
+             ready_cost: dict | None = None, ready_ks: dict | None = None) -> Path:
     """Write a synthetic run directory and return its path.
 
     micro_slopes/scan_slopes: {mechanism: ns per descriptor}; micro_fn:
@@ -119,7 +125,10 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
     server_saturated set and 3x CPU costs (they must never move a CPU result);
     probes: the probes.json document; memory: {mechanism: per-connection
     kernel bytes, every slab cache} (the four named caches hold NAMED_SHARE of it); syscalls: {mechanism: {syscall: calls per message}};
-    cost_factor: every time cost multiplied (2.0: a machine twice as slow).
+    cost_factor: every time cost multiplied (2.0: a machine twice as slow);
+    ready_cost: {mechanism: (µs per message, ns per registered fd per burst)}
+    writes the ready experiment (N = 1000 and 5000 as READY_KS, or ready_ks)
+    over READY_COST with these changes; epoll splits bursts at MAXEVENTS.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=False)   # rows are appended: never reuse a directory
@@ -193,6 +202,8 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
                             active=conns, msg_size=64, rate=None, rep=rep,
                             established=conns, echoing=echoing, **{**m, **f})
 
+    if ready_cost is not None:
+        _ready_rows(w, {**READY_COST, **ready_cost}, ready_ks or READY_KS, reps)
     if micro:
         for mech in mechanisms:
             for n in micro_sizes:
@@ -237,6 +248,36 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
                     "calls": int(per_msg * 100000), "seconds": per_msg * 0.1, "errors": 0,
                     "calls_per_msg": per_msg, "tracer": "synthetic"}, SYSCALL_COLUMNS)
     return run_dir
+
+
+def _ready_rows(w: _Writer, cost: dict, ks: dict, reps: int) -> None:
+    """The ready experiment: per burst one scan of N for select/poll, a per-message cost for all."""
+    for rep in range(reps):
+        for n, sizes in ks.items():
+            for mech, (per_msg, scan_ns) in cost.items():
+                if mech == "select" and n >= FD_SETSIZE:
+                    continue
+                for k in sizes:
+                    bursts = 50
+                    per_burst = w.cost(per_msg * k + scan_ns * n / 1000 + 5.0)
+                    calls = 0 if k == 0 else (-(-k // EPOLL_MAXEVENTS) if mech.startswith("epoll") else 1)
+                    row = dict(point_id=f"ready-{mech}-c{n}-a{k}-s64-b{bursts}-r{rep}", experiment="ready",
+                               mechanism=mech, connections=n, active=k, msg_size=64, rate=None, rep=rep,
+                               bursts=bursts, server_cpu_us_per_burst=per_burst,
+                               server_cpu_user_s=0.6 * per_burst * bursts / 1e6,
+                               server_cpu_sys_s=0.4 * per_burst * bursts / 1e6,
+                               wait_calls=calls * bursts, wait_calls_per_burst=calls,
+                               saturated=False, server_saturated=False, noisy=False, errors=0,
+                               corrupt=0, error="",
+                               established=n, echoing=k, duration_s=0.01 * bursts,
+                               throughput_msgs_s=k * bursts / (0.01 * bursts),
+                               drain_p50_us=20 + 3 * k, drain_p99_us=30 + 4 * k)
+                    if k:
+                        row.update(server_cpu_us_per_msg=per_burst / k,
+                                   server_cpu_user_us_per_msg=0.6 * per_burst / k,
+                                   server_cpu_sys_us_per_msg=0.4 * per_burst / k,
+                                   events_per_call=k / calls, ready_fraction=k / calls / n)
+                    w.point(**row)
 
 
 def probes_doc(value_limit=True, kernel_takes_high_fd=True, poll_einval=True,

@@ -276,3 +276,60 @@ def test_c7_with_activity_at_several_connection_counts_names_the_cell_it_used(tm
     c7 = {v.id: v for v in claims.verdicts(run_dir)}["C7"]
     assert "of 2,000 connections" in c7.numbers
     assert c7.values["activity_connections"] == 2000
+
+
+# C7's busy half at the server level (ready experiment): READY_COST in synthetic.py puts
+# epoll at 11 µs/msg against select/poll's 10 at K = N = 1000; a scan of N per burst
+# makes select/poll dearer at small K, so the curves cross
+@pytest.mark.parametrize("kw, busy, outcome", [
+    (dict(ready_cost={}), True, SUPPORTED),
+    (dict(ready_cost={"epoll": (10.0, 0.0)}), PARTLY, PARTLY),        # converge: intervals overlap
+    (dict(ready_cost={"epoll": (8.0, 0.0)}), False, PARTLY),          # idle part yes, busy part no
+    (dict(ready_cost={}, ready_ks={1000: (1, 10, 100)}), None, PARTLY),   # ready fraction ≤ 0.1
+    (dict(ready_cost={}, reps=1), None, PARTLY),                      # no CI
+])
+def test_c7_busy_half_from_the_ready_experiment(tmp_path, kw, busy, outcome):
+    # micro says the opposite (epoll better with all ready): the server level decides
+    v = verdict(tmp_path, "C7", per_ready_ns=ALL_READY_BETTER, experiments=("scan",), **kw)
+    assert v.verdict == outcome
+    assert v.figure == "ready_cpu" and v.values["ready_decides"]
+    said = {True: "yes", False: "no", PARTLY: "they converge", None: "not tested"}[busy]
+    assert f"worse when nearly all active: {said}" in v.reason
+    assert "micro, all 1,000 ready" in v.numbers                      # kernel-level context
+
+
+def test_c7_reports_where_the_ready_curves_cross(tmp_path):
+    v = verdict(tmp_path, "C7", ready_cost={}, experiments=(), micro=False)
+    # select: 10 + 20·1000/K µs/msg (+5/K) against epoll's 11 + 5/K: equal at K ≈ 20
+    x = v.values["ready_crossings"]["epoll/select/N=1000"]
+    assert len(x) == 1 and 0.01 < x[0] < 0.04
+    assert "epoll and select cross at ready fraction" in v.numbers
+    v = verdict(tmp_path / "b", "C7", ready_cost={"epoll": (8.0, 0.0)}, experiments=(), micro=False)
+    assert v.values["ready_crossings"]["epoll/select/N=1000"] == []
+    assert "epoll and select never cross" in v.numbers
+    assert "stop/continue alone (K=0)" in v.numbers
+
+
+def test_crossings_interpolate_on_log_ready_fraction():
+    from bench.analysis.ready import crossings
+    a = pd.DataFrame({"active": [1, 10, 100], "ready_fraction": [0.001, 0.01, 0.1],
+                      "server_cpu_us_per_msg": [5.0, 5.0, 5.0]})
+    b = a.assign(server_cpu_us_per_msg=[9.0, 1.0, 1.0])
+    assert crossings(a, b) == pytest.approx([10 ** -2.5])
+    assert crossings(a, a.assign(server_cpu_us_per_msg=[6.0, 6.0, 6.0])) == []
+
+
+@pytest.mark.parametrize("kw, outcome, holds", [
+    (dict(ready_cost={}), SUPPORTED, True),
+    (dict(ready_cost={"poll": (10.0, 0.0)}), PARTLY, False),         # poll's burst cost flat in N
+])
+def test_c3_server_level_form(tmp_path, kw, outcome, holds):
+    v = verdict(tmp_path, "C3", experiments=("scan",), **kw)
+    assert v.verdict == outcome
+    assert ("as the claim predicts" in v.reason) == holds
+    assert "ready poll, bursts of 1" in v.numbers
+
+
+def test_c3_from_the_ready_experiment_alone_is_at_most_partly_supported(tmp_path):
+    v = verdict(tmp_path, "C3", ready_cost={}, experiments=(), micro=False)
+    assert v.verdict == PARTLY and "cannot show linearity" in v.reason

@@ -44,6 +44,9 @@ MEASURES = [
     "server_cpu_us_per_msg", "server_cpu_user_us_per_msg", "server_cpu_sys_us_per_msg",
     "wait_ns_per_call", "events_per_call", "wait_calls_per_msg",
     "established", "echoing", "rejected_fd_setsize",
+    # the ready experiment (bursts of K ready descriptors)
+    "ready_fraction", "server_cpu_us_per_burst", "wait_calls_per_burst", "drain_p50_us",
+    "drain_p99_us",
 ]
 # measures of the server's CPU: never taken from a server_saturated row
 CPU_MEASURES = ["server_cpu_us_per_msg", "server_cpu_user_us_per_msg", "server_cpu_sys_us_per_msg",
@@ -152,6 +155,7 @@ def with_derived(points: pd.DataFrame) -> pd.DataFrame:
     df = points.copy()
     num = lambda c: pd.to_numeric(df[c], errors="coerce") if c in df else pd.Series(np.nan, index=df.index)
     msgs = num("throughput_msgs_s") * num("duration_s")
+    msgs = msgs.where(msgs > 0)                 # ready's K = 0 control carries no message
     df["active_ratio"] = num("active") / num("connections")
     df["wait_calls_per_msg"] = num("wait_calls") / msgs
     # CPU per pass of the wait loop (one wait call and the events it returned):

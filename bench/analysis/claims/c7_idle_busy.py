@@ -4,19 +4,25 @@ from __future__ import annotations
 
 from bench.analysis import stats as an
 from bench.analysis.claims.evidence import Evidence, epoll_ctl_share
-from bench.analysis.claims.rules import (CLAIMS, FLAT_WITHIN, NEARLY_ALL_ACTIVE, NOT_TESTED,
-                                         RULE_COMPARE, RULE_SET_ASIDE, SERVER_SATURATED, Verdict,
-                                         chance_text, combine, differs, is_flat, untested)
+from bench.analysis.claims.rules import (CLAIMS, FLAT_WITHIN, NEARLY_ALL_ACTIVE, NEARLY_ALL_READY,
+                                         NOT_TESTED, PARTLY, RULE_COMPARE, RULE_SET_ASIDE,
+                                         SERVER_SATURATED, Verdict, busy_half, chance_text, combine,
+                                         differs, is_flat, untested)
+from bench.analysis.ready import crossings
 from bench.analysis.claims.text import change_text, num
 
 
 def c7(ev: Evidence) -> Verdict:
     rule = (f"idle part: epoll's wait cost is flat (within {FLAT_WITHIN:.0%}) in micro (1 ready) and in scan, "
             "and its CPU per message in scan-rate; "
-            "busy part: with every registered descriptor ready on each call (micro, all ready, the "
-            "largest N ≤ 1024 all three share), epoll's wait cost lies above the best of select/poll "
-            "with their p10–p90 ranges apart; the activity experiment (fixed total rate) is shown "
-            f"but does not decide, since it never makes most descriptors ready at once; {RULE_COMPARE}; "
+            "busy part, at the server level (ready experiment): at the highest measured ready fraction "
+            f"every mechanism reached (at least {NEARLY_ALL_READY}), epoll's server CPU per message "
+            "lies above the best of select/poll with the intervals apart (supported), within them "
+            "(partly: the curves converge) or below (refuted); the ready fractions where the curves "
+            "cross are reported. Without a ready experiment, micro with every registered descriptor "
+            "ready (largest N ≤ 1024 all three share) decides with the p10–p90 ranges apart; "
+            "otherwise micro all-ready is kernel-level context. The activity experiment (fixed total "
+            f"rate) never makes most descriptors ready at once and never decides; {RULE_COMPARE}; "
             f"{RULE_SET_ASIDE}")
     parts, texts, values = {}, [], {}
     idle = []
@@ -72,9 +78,11 @@ def c7(ev: Evidence) -> Verdict:
     if activity_worse is not None:
         values["activity_worse"] = activity_worse  # server-level context, not the deciding part
     busy, micro_texts, micro_values = all_ready_busy(ev)
-    texts += micro_texts
+    server_busy, ready_texts, ready_values = ready_busy(ev)
+    texts += ready_texts + micro_texts             # micro: kernel-level context once ready decides
     values.update(micro_values)
-    parts["worse when nearly all active"] = busy
+    values.update(ready_values)
+    parts["worse when nearly all active"] = server_busy if ready_values else busy
     ctl_texts, ctl_values = epoll_ctl_share(ev)        # the cost Gammo et al. found: context, not a part
     texts += ctl_texts
     values.update(ctl_values)
@@ -85,15 +93,24 @@ def c7(ev: Evidence) -> Verdict:
     outcome = combine(parts)
     if outcome == NOT_TESTED:
         return untested("C7", "no epoll micro data and no scan data", "micro_wait_all_ready", rule)
-    reason = "; ".join(f"{k}: {'yes' if v else 'no' if v is False else 'not tested'}" for k, v in parts.items())
-    if busy:
+    said = {True: "yes", False: "no", PARTLY: "they converge (intervals overlap)", None: "not tested"}
+    reason = "; ".join(f"{k}: {said[v]}" for k, v in parts.items())
+    if ready_values and "ready_k" in values:
+        how = {True: "above", PARTLY: "within the intervals of", False: "below",
+               None: "not comparable with"}[server_busy]
+        reason += (f" (server level, N={num(values['ready_n'])}, bursts of {num(values['ready_k'])}, "
+                   f"measured ready fraction ≥ {values['ready_fraction']:.2f}: epoll "
+                   f"{num(values['ready_epoll_cpu'], 'µs/msg')} is {how} "
+                   f"{values['ready_best']}'s {num(values['ready_best_cpu'], 'µs/msg')})")
+    elif busy:
         reason += (f" (with all {num(values['all_ready_n'])} ready, epoll's wait costs "
                    f"{values['all_ready_ratio']:.2f}× {values['all_ready_best']}'s)")
     if "activity_worse" in values:
         reason += (". At the server level, the activity experiment (fixed total rate) never had most "
                    "descriptors ready at once, and there epoll was "
                    + ("worse" if values["activity_worse"] else "not worse"))
-    figure = "micro_wait_all_ready" if busy is not None else "micro_wait_1_ready"
+    figure = ("ready_cpu" if ready_values else
+              "micro_wait_all_ready" if busy is not None else "micro_wait_1_ready")
     return Verdict("C7", CLAIMS["C7"], outcome, "; ".join(texts), rule, figure, reason + ".", values)
 
 
@@ -125,3 +142,68 @@ def all_ready_busy(ev: Evidence) -> tuple[bool | None, list[str], dict]:
             "(one process's consecutive calls, not repetitions: no false-positive rate is claimed)")
     return worse, [text], {"all_ready_n": float(n), "all_ready_best": best,
                            "all_ready_ratio": float(e["ns_median"] / b["ns_median"])}
+
+
+def ready_busy(ev: Evidence) -> tuple[bool | str | None, list[str], dict]:
+    """C7's busy part at the server level, from the ready experiment.
+
+    At each N, the largest burst size K that epoll shares with select or
+    poll; the N kept is the one where the lowest measured ready fraction
+    among them is highest (select and poll return a whole burst per call;
+    epoll at most MAXEVENTS). There, `busy_half` compares epoll's server
+    CPU per message with the best of select/poll. Below NEARLY_ALL_READY
+    the part is not tested. Crossings of the median curves, per N and pair,
+    and the K = 0 control are reported with it.
+    """
+    cur, col = ev.ready, "server_cpu_us_per_msg"
+    if cur.empty:
+        return None, [], {}
+    cells = []
+    for n, g in cur.groupby("connections"):
+        ks = {m: set(g.loc[g["mechanism"] == m, "active"]) for m in ("select", "poll", "epoll")}
+        shared = ks["epoll"] & (ks["select"] | ks["poll"])
+        if shared:
+            at = g[g["active"] == max(shared)].set_index("mechanism")
+            rf = min(at.loc[m, "ready_fraction"] for m in ("select", "poll", "epoll") if m in at.index)
+            cells.append((rf, -n, max(shared), at))
+    texts, values = [], {"ready_decides": True}
+    if not cells:
+        return None, ["ready: no N where epoll and select or poll share a burst size"], values
+    rf, neg_n, k, at = max(cells, key=lambda c: c[:2])
+    base = [m for m in ("select", "poll") if m in at.index]
+    best = min(base, key=lambda m: at.loc[m, col])
+
+    def ci(m):
+        return at.loc[m, col], at.loc[m, f"{col}_lo"], at.loc[m, f"{col}_hi"]
+
+    def show(m):
+        mid, lo, hi = ci(m)
+        return f"{m} {num(mid, 'µs/msg')} [{num(lo)}, {num(hi)}]"
+    values.update(ready_n=float(-neg_n), ready_k=float(k), ready_fraction=float(rf), ready_best=best,
+                  ready_epoll_cpu=float(ci("epoll")[0]), ready_best_cpu=float(ci(best)[0]))
+    refs = [f"; {show(m)} (reference)" for m in ("epoll-toggle",) if m in at.index]
+    texts.append(f"ready, N={num(-neg_n)}, bursts of K={num(k)} (measured ready fraction ≥ {rf:.2f} "
+                 f"for each): {show('epoll')} vs {show(best)}" + "".join(refs))
+    crossed = {}
+    for n, g in cur.groupby("connections"):
+        for m, other in (("epoll", "select"), ("epoll", "poll"), ("epoll-toggle", "poll")):
+            a, b = g[g["mechanism"] == m], g[g["mechanism"] == other]
+            if len(a) < 2 or len(b) < 2:
+                continue
+            xs = crossings(a, b, col)
+            crossed[f"{m}/{other}/N={n:.0f}"] = xs
+            texts.append(f"N={num(n)}: {m} and {other} " + (
+                "cross at ready fraction " + ", ".join(f"{x:.3g}" for x in xs) if xs else
+                f"never cross (ready fraction {a['ready_fraction'].min():.3g}–"
+                f"{a['ready_fraction'].max():.3g})"))
+    values["ready_crossings"] = crossed
+    ctl = ev.ready_control
+    if not ctl.empty and "server_cpu_us_per_burst" in ctl:
+        texts.append("stop/continue alone (K=0): " + ", ".join(
+            f"{r.mechanism} {num(r.server_cpu_us_per_burst, 'µs')} per burst at N={num(r.connections)}"
+            for r in ctl.itertuples()))
+    if rf < NEARLY_ALL_READY:
+        texts.append(f"ready: the highest ready fraction every mechanism reached is {rf:.2f} "
+                     f"< {NEARLY_ALL_READY}")
+        return None, texts, values
+    return busy_half(ci("epoll"), ci(best)), texts, values

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.analysis import ready
 from bench.analysis import stats as an
 from bench.analysis.claims.text import num
 from bench.rundir.store import Run
@@ -33,6 +34,8 @@ class Evidence:
         self.syscalls_doc = read_task_json(run.path, "syscalls.json")
         self.memory_doc = read_task_json(run.path, "memory.json")
         self.set_aside = an.set_aside(self.points)
+        self.ready = ready.curves(self.agg)                 # K > 0, per mechanism and N
+        self.ready_control = ready.control(self.agg)        # K = 0: stop/continue alone
 
     def fdlimit(self, mechanism: str) -> pd.DataFrame:
         """fdlimit rows of one mechanism that may decide: usable, or refused outright."""

@@ -43,6 +43,9 @@ WALL_SLACK = 16
 COPY_STEEPER = 2.0
 # ours (C7): "nearly all descriptors active" = an active ratio of at least 0.9
 NEARLY_ALL_ACTIVE = 0.9
+# ours (C7, server level): "nearly all descriptors active" = a measured ready fraction
+# (events per wait call / connections, ready experiment) of at least 0.9 for every mechanism
+NEARLY_ALL_READY = 0.9
 # ours (C6): an mmap "tied to the loop" would recur with the wait calls;
 # fewer than 0.01 mmap calls per message is the allocator, not the loop.
 LOOP_MMAP_PER_MSG = 0.01
@@ -212,17 +215,34 @@ def fpr(n_a: int, n_b: int) -> float:
     return false_positive_rate(int(n_a), int(n_b))
 
 
-def combine(parts: dict[str, bool | None]) -> str:
+def combine(parts: dict[str, bool | str | None]) -> str:
     """Parts of a claim -> outcome: all true supported, all false refuted,
-    a mix (or true parts with untested ones) partly supported, none tested not tested."""
+    a mix (or true parts with untested ones, or a part that is itself PARTLY)
+    partly supported, none tested not tested."""
     known = [v for v in parts.values() if v is not None]
     if not known:
         return NOT_TESTED
+    if any(v == PARTLY for v in known):
+        return PARTLY
     if all(known):
         return SUPPORTED if len(known) == len(parts) else PARTLY
     if not any(known):
         return REFUTED
     return PARTLY
+
+
+def busy_half(epoll: tuple[float, float, float], best: tuple[float, float, float]) -> bool | str | None:
+    """C7's busy half at the server level: (median, lo, hi) of epoll and of the best of select/poll.
+
+    Epoll above, CIs apart: True (the claim holds); CIs overlapping: PARTLY
+    (the curves converge); epoll below, CIs apart: False; no CI: None.
+    """
+    apart = differs(epoll[1:], best[1:])
+    if apart is None:
+        return None
+    if not apart:
+        return PARTLY
+    return bool(epoll[0] > best[0])
 
 
 def untested(cid: str, reason: str, figure: str, rule: str, numbers: str = "") -> Verdict:
