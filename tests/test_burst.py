@@ -184,3 +184,22 @@ def test_bad_burst_options_exit_2_with_one_line(case):
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_bench_run_measures_ready_points(tmp_path):
+    """The sweep runs a ready point end to end: one row each, measures from the server."""
+    profile = tmp_path / "ready.toml"
+    profile.write_text('repetitions = 1\nmechanisms = ["poll"]\n[[experiment]]\nkind = "ready"\n'
+                       'connections = 40\nready = [0, 8]\nbursts = 5\n')
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "bench", "run", "--profile", str(profile),
+                           "--out", str(out)], capture_output=True, text=True,
+                          timeout=HANG_GUARD_S * 2, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    import pandas as pd
+    rows = pd.read_csv(out / "points.csv").set_index("active")
+    assert rows["error"].isna().all(), rows["error"]
+    assert (rows["bursts"] == 5).all() and not rows["saturated"].any()
+    assert rows.loc[8, "wait_calls_per_burst"] == 1 and rows.loc[8, "events_per_call"] == 8
+    assert rows.loc[8, "ready_fraction"] == pytest.approx(8 / 40)
+    assert rows.loc[8, "server_cpu_us_per_msg"] > 0 and rows.loc[0, "server_cpu_us_per_burst"] > 0

@@ -21,6 +21,15 @@ connections = [10, 2000]
 active = 10
 """
 
+READY = """
+[[experiment]]
+kind = "ready"
+connections = [1000, 2000]
+ready = [0, 1, 10]
+bursts = 50
+burst_messages = 100
+"""
+
 # (what is wrong, the TOML, the field the error must name)
 BAD = [
     ("unknown mechanism", GOOD.replace('"epoll"]', '"kqueue"]'), "mechanisms"),
@@ -41,6 +50,10 @@ BAD = [
     ("not TOML", GOOD + "\nkind = = 3\n", "not valid TOML"),
     ("a point listed twice", GOOD + GOOD.split("mechanisms")[1].split("\n", 1)[1],
      "experiment"),
+    ("a burst larger than N", GOOD + READY.replace("[0, 1, 10]", "[0, 1, 2001]"), "experiment[2].ready"),
+    ("ready without burst sizes", GOOD + READY.replace("ready = [0, 1, 10]\n", ""),
+     "experiment[2].ready"),
+    ("a field ready does not use", GOOD + READY + "rate = 100\n", "experiment[2].rate"),
 ]
 
 
@@ -120,11 +133,26 @@ def test_bundled_profiles_cover_every_experiment_within_budget(name, budget_s):
     prof = load(name)
     pts = plan.points(prof, seed=1)
     kinds = {p.experiment for p in pts}
-    assert set(EXPERIMENTS) | {"micro"} <= kinds
+    # activity (a fixed total rate) is superseded by ready, which sets the ready share itself
+    assert set(EXPERIMENTS) - {"activity"} | {"micro"} <= kinds
     assert sum(plan.estimate_s(p) for p in pts) <= budget_s
     if name != "quick":       # CLAIMS.md: the points that decide verdicts get at least 5 repetitions
         assert min(e.repetitions for e in prof.experiments
                    if e.kind in rules.DECIDING_EXPERIMENTS) >= rules.MIN_DECIDING_REPETITIONS
+
+
+def test_ready_points_take_fewer_bursts_as_bursts_grow():
+    prof = parse(GOOD + READY)
+    pts = [p for p in plan.points(prof, seed=1) if p.experiment == "ready"]
+    assert len(pts) == 2 * 3 * 2 and all(p.rate is None for p in pts)
+    bursts = {(p.connections, p.active): p.bursts for p in pts}
+    assert bursts[(1000, 0)] == 50 and bursts[(1000, 1)] == 50      # the most: bursts
+    assert bursts[(1000, 10)] == 10                                 # burst_messages / K
+    assert {p.id for p in pts} >= {"ready-select-c1000-a10-s64-b10-r1", "ready-epoll-c2000-a0-s64-b50-r1"}
+    refused = [p for p in pts if p.refused]
+    assert {(p.mechanism, p.connections) for p in refused} == {("select", 2000)}
+    est = {p.active: plan.estimate_s(p) for p in pts if p.mechanism == "epoll" and p.connections == 1000}
+    assert 0 < est[0] and est[10] < est[1] + 1
 
 
 def test_profile_error_is_a_value_error():

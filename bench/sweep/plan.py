@@ -6,6 +6,8 @@ import itertools
 import random
 from dataclasses import asdict, dataclass
 
+from loadgen.burst import WARMUP_BURSTS
+
 from bench.sweep.profile import (RUNS_PAST_FD_LIMIT, Experiment, Profile, ProfileError, fd_limit,
                                  unavailable)
 
@@ -25,6 +27,16 @@ TASK_ESTIMATE_S = {("micro", True): 20.0, ("micro", False): 100.0,   # (kind, qu
 # 6.7 s at 1000 connections, 11.9 s with two at 5000); memory = per held N
 # (each mechanism and the control) start-up, settling and reading, plus
 # connecting and resetting (0.55 s per hold at 1000, 1.0 s at 5000, 5.7 s at 19000)
+# ready (loadgen/burst.py), measured the same way: the load generator's start, connecting
+# and one echo on every connection; then per burst the gate (stop, settle) and per message
+# (ready points were calibrated under a load average of 25-55 from other jobs: the
+# constants below are those timings scaled to the quiet machine the others were measured on)
+READY_S = 0.1
+READY_S_PER_CONN = 0.00005
+BURST_S = 0.0006
+BURST_S_PER_CONN = 0.000001        # select/poll: a stopped call tears down N wait-queue entries
+BURST_S_PER_MSG = 0.00003
+BURST_S_PER_THREAD = 0.00002       # threads: stopping and settling reads every thread's state
 SYSCALLS_S = 0.5
 SYSCALLS_S_PER_POINT = 0.4
 MEMORY_S = 0.2
@@ -107,12 +119,17 @@ def points(profile: Profile, seed: int) -> list[Point | Task]:
         for e in profile.experiments:
             if e.is_task or rep > e.repetitions:
                 continue
+            if e.kind == "ready":                 # K ready of N: the burst size is the axis
+                groups += [(e, n, k, size, None) for n, k, size in
+                           itertools.product(e.connections, e.ready, e.msg_size)]
+                continue
             for n, act, size, rate in itertools.product(
                     e.connections, e.active or e.active_ratio, e.msg_size, e.rate):
                 active = act if e.active else round(n * act)
                 groups.append((e, n, active, size, rate))
         rng.shuffle(groups)
         for e, n, active, size, rate in groups:
+            bursts = e.bursts_for(active) if e.kind == "ready" else None
             mechanisms = list(e.mechanisms)
             rng.shuffle(mechanisms)
             for m in mechanisms:
@@ -123,12 +140,13 @@ def points(profile: Profile, seed: int) -> list[Point | Task]:
                     refused = REFUSED_UNAVAILABLE.format(mechanism=m, why=why)
                 out.append(Point(
                     id=point_id(e.kind, m, n, active, size, rate, rep, e.pipeline,
-                                e.arrivals, e.server_max_fds),
+                                e.arrivals, e.server_max_fds, bursts),
                     experiment=e.kind, mechanism=m, connections=n, active=active,
                     msg_size=size, rate=rate, rep=rep, warmup_s=e.warmup_s,
                     window_s=e.window_s, pipeline=e.pipeline, arrivals=e.arrivals,
                     server_max_fds=e.server_max_fds,
-                    noise_threshold_pct=profile.noise_threshold_pct, refused=refused))
+                    noise_threshold_pct=profile.noise_threshold_pct, refused=refused,
+                    bursts=bursts))
     out.extend(Task(id=e.kind, experiment=e.kind, quick=e.quick, spec=e)
                for e in profile.experiments if e.is_task)
     seen: dict[str, int] = {}
@@ -154,6 +172,13 @@ def estimate_s(p: Point | Task) -> float:
         return TASK_ESTIMATE_S.get((p.experiment, p.quick), 60.0)
     if p.refused:
         return 0.0
+    if p.bursts is not None:
+        n = p.connections
+        per_burst = BURST_S + BURST_S_PER_CONN * n + BURST_S_PER_MSG * p.active
+        if p.mechanism == "threads":
+            per_burst += BURST_S_PER_THREAD * n
+        return (OVERHEAD_S + OVERHEAD_S_PER_CONN * n + READY_S + READY_S_PER_CONN * n
+                + (p.bursts + WARMUP_BURSTS) * per_burst)
     return p.warmup_s + p.window_s + OVERHEAD_S + OVERHEAD_S_PER_CONN * p.connections
 
 

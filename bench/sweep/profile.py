@@ -44,6 +44,13 @@ kept in flight in a closed loop, at most in flight with rate), required
 an error instead of a refused row),
 server_max_fds (the server's --max-fds), and the run-wide overrides.
 
+The ready experiment (bursts, loadgen/burst.py) has its own fields: kind,
+mechanisms, repetitions, connections, ready (burst sizes K, each 0 to the
+smallest of connections; 0 is the stop/continue control), bursts (the most
+measured bursts per point, default 200), burst_messages (the messages a
+point aims for: ceil(burst_messages / K) bursts, at least MIN_BURSTS and at
+most bursts, so large bursts take few; default 2000), msg_size.
+
 Task fields (a task runs once per run directory, after the sweep):
 micro: quick (the small sizes). probes: none (bench.tasks.probes -> probes.json).
 syscalls (bench.tasks.syscalls -> syscalls.csv, syscalls.json): points (a list of
@@ -87,6 +94,9 @@ RUN_FIELDS = ("description", "seed", "repetitions", "warmup_s", "window_s", "mec
 SWEEP_FIELDS = ("kind", "mechanisms", "repetitions", "warmup_s", "window_s", "connections",
                 "active", "active_ratio", "msg_size", "rate", "arrivals", "pipeline",
                 "required", "server_max_fds")
+READY_FIELDS = ("kind", "mechanisms", "repetitions", "connections", "ready", "bursts",
+                "burst_messages", "msg_size")
+MIN_BURSTS = 4             # ready: even the largest burst is measured this many times
 TASK_FIELDS = {"micro": ("kind", "quick"), "probes": ("kind",),
                "syscalls": ("kind", "points", "mechanisms", "warmup_s", "window_s", "tracer"),
                "memory": ("kind", "connections", "mechanisms")}
@@ -116,10 +126,19 @@ class Experiment:
     quick: bool = False                  # tasks only
     points: tuple[tuple[int, int, int], ...] = ()   # syscalls: (connections, active, msg_size)
     tracer: str = "auto"                 # syscalls
+    ready: tuple[int, ...] = ()          # ready: burst sizes K
+    bursts: int = 200                    # ready: the most measured bursts per point
+    burst_messages: int = 2000           # ready: messages a point aims for
 
     @property
     def is_task(self) -> bool:
         return self.kind in TASKS
+
+    def bursts_for(self, k: int) -> int:
+        """ready: bursts of K per point: ceil(burst_messages / K) within [MIN_BURSTS, bursts]."""
+        if k == 0:
+            return self.bursts
+        return max(min(MIN_BURSTS, self.bursts), min(self.bursts, -(-self.burst_messages // k)))
 
 
 @dataclass(frozen=True)
@@ -202,6 +221,8 @@ def _experiment(c: FieldChecker, t: dict, index: int, runwide: dict) -> Experime
         c.fail(where + "kind", kind, "one of " + ", ".join(KINDS))
     if kind in TASKS:
         return _task(c, t, index, runwide)
+    if kind == "ready":
+        return _ready(c, t, index, runwide)
 
     c.known(t, SWEEP_FIELDS, where)
     mechanisms = c.mechanisms(t, "mechanisms", runwide["mechanisms"], where)
@@ -257,6 +278,29 @@ def _experiment(c: FieldChecker, t: dict, index: int, runwide: dict) -> Experime
                     f"(descriptor limit {limit}); allowed: connections up to {limit} for {m}, "
                     "or required = false to record those points as refused")
     return exp
+
+
+def _ready(c: FieldChecker, t: dict, index: int, runwide: dict) -> Experiment:
+    where = f"experiment[{index}]."
+    c.known(t, READY_FIELDS, where)
+    connections = c.connections(t, where)
+    if "ready" not in t:
+        raise ProfileError(f"{c.source}: {where}ready: missing; give the burst sizes K, "
+                           "e.g. ready = [0, 1, 10, 100, 1000]")
+    ready = c.integers(t, "ready", 0, where, default=())
+    over = [k for k in ready if k > min(connections)]
+    if over:
+        raise ProfileError(f"{c.source}: {where}ready: {over[0]} exceeds connections = "
+                           f"{min(connections)}; allowed: 0 to {min(connections)} "
+                           "(one table per N for larger bursts)")
+    return Experiment(
+        index=index, kind="ready",
+        mechanisms=c.mechanisms(t, "mechanisms", runwide["mechanisms"], where),
+        repetitions=c.integer(t, "repetitions", 1, where, default=runwide["repetitions"]),
+        connections=connections, ready=ready,
+        msg_size=c.integers(t, "msg_size", MIN_MSG_SIZE, where, default=(64,)),
+        bursts=c.integer(t, "bursts", 1, where, default=200),
+        burst_messages=c.integer(t, "burst_messages", 1, where, default=2000))
 
 
 def _task(c: FieldChecker, t: dict, index: int, runwide: dict) -> Experiment:
