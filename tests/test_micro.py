@@ -52,7 +52,7 @@ def test_every_mechanism_has_wait_rows_with_positive_costs(run):
             assert row["note"].startswith("refused: io_uring not available here"), row
             continue
         for ready, mode in micro.cases("wait", SMALL):
-            (row,) = _rows(rows, op="wait", mechanism=mech, registered=SMALL,
+            (row,) = _rows(rows, op="wait", mode="wait", mechanism=mech, registered=SMALL,
                            ready=ready, timeout_mode=mode)
             assert int(row["samples"]) == 20, row
             p10, med, p90 = (int(row[k]) for k in ("ns_p10", "ns_median", "ns_p90"))
@@ -62,7 +62,7 @@ def test_every_mechanism_has_wait_rows_with_positive_costs(run):
 def test_select_stops_at_fd_setsize_with_the_reason(run):
     _, _, rows = run
     refused = _rows(rows, op="wait", mechanism="select", registered=PAST_SETSIZE)
-    assert len(refused) == len(micro.cases("wait", PAST_SETSIZE))
+    assert len(refused) == len(micro.cases("wait", PAST_SETSIZE)) + len(micro.cases("drain", PAST_SETSIZE))
     for row in refused:
         assert row["note"].startswith("refused: FD_SETSIZE"), row
         assert "filedescriptor out of range in select()" in row["note"]
@@ -74,9 +74,23 @@ def test_select_stops_at_fd_setsize_with_the_reason(run):
 
 def test_epoll_reports_at_most_maxevents(run):
     _, _, rows = run
-    (row,) = _rows(rows, op="wait", mechanism="epoll", registered=PAST_SETSIZE,
+    (row,) = _rows(rows, op="wait", mode="wait", mechanism="epoll", registered=PAST_SETSIZE,
                    ready=PAST_SETSIZE, timeout_mode="zero")
     assert row["note"] == f"epoll returned {micro.MAXEVENTS} of {PAST_SETSIZE} ready (MAXEVENTS)"
+
+
+def test_drain_mode_rows_read_and_rewrite_every_ready_descriptor(run):
+    """libevent bench.c's loop: 1 ready and all ready (up to MAXEVENTS), each iteration checked."""
+    _, _, rows = run
+    drain = _rows(rows, mode="drain")
+    assert {r["op"] for r in drain} == {"wait"} and {r["timeout_mode"] for r in drain} == {"zero"}
+    for mech in micro.MECHANISMS:
+        for ready in (1, SMALL):
+            (row,) = _rows(drain, mechanism=mech, registered=SMALL, ready=ready)
+            assert int(row["samples"]) == 20 and int(row["ns_median"]) > 0, row
+    assert not _rows(drain, registered=PAST_SETSIZE, ready=PAST_SETSIZE)   # past MAXEVENTS
+    assert {r["mode"] for r in rows} == {"wait", "drain"}
+    assert micro.cases("drain", 300) == [(1, "zero"), (300, "zero")]
 
 
 def test_register_and_modify_rows_for_poll_and_epoll(run):
@@ -109,9 +123,9 @@ def test_refuses_to_overwrite_micro_csv(run):
 def test_schedule_interleaves_mechanisms_and_covers_every_case():
     config = micro.CONFIGS["default"]
     groups = micro.schedule(config, seed=1)
-    assert len(groups) == len(config.ops) * len(config.sizes)
+    assert len(groups) == (len(config.ops) - 1) * len(config.sizes) + len(config.drain_sizes)
     for op, n, configs in groups:
-        mechs = micro.MECHANISMS if op == "wait" else ("poll", "epoll")
+        mechs = micro.MECHANISMS if op in ("wait", "drain") else ("poll", "epoll")
         k = len(mechs)
         for i in range(0, len(configs), k):
             block = configs[i:i + k]

@@ -266,8 +266,9 @@ def _fits(df: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- micro.csv
 
-def micro_wait(micro: pd.DataFrame, ready: str = "1", timeout_mode: str = "zero") -> pd.DataFrame:
-    """The measured wait-call rows for one readiness level.
+def micro_wait(micro: pd.DataFrame, ready: str = "1", timeout_mode: str = "zero",
+               mode: str = "wait") -> pd.DataFrame:
+    """The measured wait-call rows for one readiness level (and mode: wait or drain).
 
     ready: "0", "1", "10" or "all" (ready == registered). Rows refused by the
     mechanism (select past FD_SETSIZE: note "refused: ...", empty costs) are dropped.
@@ -283,6 +284,8 @@ def micro_wait(micro: pd.DataFrame, ready: str = "1", timeout_mode: str = "zero"
     text_ready = _text(df["ready"]).str.lower()
     df["ready"] = pd.to_numeric(df["ready"], errors="coerce").where(text_ready != "all", df["registered"])
     keep = (_text(df["op"]) == "wait") & df["ns_median"].notna()
+    if "mode" in df:                        # runs before issue 10 have no mode: all "wait"
+        keep &= _text(df["mode"]).isin(["", mode])
     if "timeout_mode" in df:
         keep &= _text(df["timeout_mode"]) == timeout_mode
     if ready == "all":

@@ -41,6 +41,9 @@ REFERENCES = ("epoll-toggle", "threads", "asyncio", "uvloop")
 MICRO_COLUMNS = [
     "op", "mechanism", "registered", "ready", "timeout_mode",
     "ns_median", "ns_p10", "ns_p90", "samples", "note",
+    # appended (issue 10): wait = timed wait calls on descriptors never read; drain =
+    # libevent bench.c's iteration (wait, read each ready, write the next)
+    "mode",
 ]
 
 SYSCALL_COLUMNS = [

@@ -45,14 +45,16 @@ class MicroConfig:
     warmup_calls: int
     processes: int               # fresh processes per configuration, samples pooled
     readies: tuple[int, ...] = (1, 10)   # ready descriptors A, besides 0 and N
-    ops: tuple[str, ...] = ("wait", "register", "modify")
+    ops: tuple[str, ...] = ("wait", "drain", "register", "modify")
+    drain_sizes: tuple[int, ...] = (10, 100, 1000, 9000)   # N of mode=drain (1 and all ready)
 
 
 CONFIGS = {
     "default": MicroConfig(sizes=(1, 3, 10, 30, 100, 300, 1000, 3000, 9000), budget_ms=250,
                            min_samples=200, max_samples=10000, warmup_calls=50, processes=2),
     "quick": MicroConfig(sizes=(1, 30, 1000, 9000), budget_ms=20, min_samples=40,
-                         max_samples=1000, warmup_calls=10, processes=1, readies=(1,)),
+                         max_samples=1000, warmup_calls=10, processes=1, readies=(1,),
+                         drain_sizes=(30, 1000)),
 }
 
 
@@ -66,7 +68,7 @@ def run_micro(out=None, quick: bool = False, *, sizes=None, samples: int | None 
     from bench.rundir.store import RunFormatError, append_row, write_json   # pandas: parent only
     config = CONFIGS["quick" if quick else "default"]
     if sizes is not None:
-        config = MicroConfig(**{**asdict(config), "sizes": tuple(sizes)})
+        config = MicroConfig(**{**asdict(config), "sizes": tuple(sizes), "drain_sizes": tuple(sizes)})
     if ops is not None:
         config = MicroConfig(**{**asdict(config), "ops": tuple(ops)})
     if processes is not None:
@@ -142,7 +144,8 @@ def measure_group(configs: list[dict], samples: int | None, config: MicroConfig,
     rows = []
     for cfg, acc in zip(configs, pooled):
         row = {k: cfg[k] for k in ("op", "mechanism", "registered", "ready", "timeout_mode")}
-        row.update(ns_median=None, ns_p10=None, ns_p90=None, samples=None, note=acc["note"])
+        row.update(ns_median=None, ns_p10=None, ns_p90=None, samples=None, note=acc["note"],
+                   mode=cfg.get("mode", "wait"))
         if len(acc["data"]) >= 2:
             row["ns_median"], row["ns_p10"], row["ns_p90"] = summarize(acc["data"])
             row["samples"] = len(acc["data"])
@@ -158,14 +161,16 @@ def schedule(config: MicroConfig, seed: int) -> list[tuple[str, int, list[dict]]
     """
     groups, turn = [], 0
     for op in config.ops:
-        mechs = MECHANISMS if op == "wait" else ("poll", "epoll")
-        for n in config.sizes:
+        mechs = MECHANISMS if op in ("wait", "drain") else ("poll", "epoll")
+        for n in (config.drain_sizes if op == "drain" else config.sizes):
             configs = []
             for ready, mode in cases(op, n, config.readies):
                 for k in range(len(mechs)):
                     mech = mechs[(turn + k) % len(mechs)]
-                    configs.append({"op": op, "mechanism": mech, "registered": n,
-                                    "ready": ready, "timeout_mode": mode})
+                    # drain rows are wait rows in mode drain (micro.csv's mode column)
+                    configs.append({"op": "wait" if op == "drain" else op, "mechanism": mech,
+                                    "registered": n, "ready": ready, "timeout_mode": mode,
+                                    "mode": "drain" if op == "drain" else "wait"})
                 turn += 1
             groups.append((op, n, configs))
     random.Random(seed).shuffle(groups)
@@ -174,7 +179,10 @@ def schedule(config: MicroConfig, seed: int) -> list[tuple[str, int, list[dict]]
 
 def cases(op: str, n: int, readies: tuple[int, ...] = (1, 10)) -> list[tuple[int, str]]:
     """(ready, timeout_mode) pairs measured for one op at N registered:
-    nothing ready (timeout 0 only), then each A in readies and N itself."""
+    nothing ready (timeout 0 only), then each A in readies and N itself;
+    drain: 1 ready and, up to MAXEVENTS, all N, timeout 0."""
+    if op == "drain":                   # 1 ready, and all of them up to MAXEVENTS
+        return [(a, "zero") for a in sorted({1, n}) if a == 1 or n <= MAXEVENTS]
     if op != "wait":
         return [(0, "zero")]
     readies = sorted({a for a in (*readies, n) if a <= n})

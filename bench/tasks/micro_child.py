@@ -32,6 +32,14 @@ and pools what the children return. What each op times:
   the next wait(timeout=0), timed together; poll pays the rebuild again,
   epoll one epoll_ctl(EPOLL_CTL_MOD).
 
+- mode=drain (op=wait): libevent test/bench.c's loop. Each timed iteration is
+  one wait(timeout=0), then for every descriptor it returned one byte read
+  and one byte written to the next pair's peer, so A stay ready and the
+  kernel's wake-up path runs as in a server (for epoll, ep_poll_callback
+  puts each written descriptor back on the ready list; in mode=wait the
+  descriptors are never read and stay on it). The cost is per iteration:
+  the wait call and A reads and writes.
+
 Costs include the timer and call overhead (`timer_ns` in micro.json, a
 constant offset that does not change a slope). The garbage collector is off
 while timing: poll and epoll return tuples, whose allocation would trigger
@@ -121,7 +129,9 @@ def measure(cfg: dict, samples: int | None, config: MicroConfig) -> dict:
         raise RuntimeError(f"{mech} reported {returned} ready, expected {want}")
     note = f"epoll returned {MAXEVENTS} of {ready} ready (MAXEVENTS)" if returned < ready else ""
 
-    if op == "wait":
+    if cfg.get("mode") == "drain":
+        one = _drain_iteration(mech, wait, args, readers, writers, ready)
+    elif op == "wait":
         def one():
             t0 = perf_counter_ns()
             wait(*args)
@@ -158,6 +168,25 @@ def measure(cfg: dict, samples: int | None, config: MicroConfig) -> dict:
     data = [one() for _ in range(max(samples, 2))]
     gc.enable()
     return {"data": data, "note": note, "timer_ns": [timer_ns]}
+
+
+def _drain_iteration(mech: str, wait, args, readers: list[int], writers: list[int], ready: int):
+    """bench.c's iteration as a timed callable: wait, then read each ready and write the next."""
+    nxt = {r: writers[(i + 1) % len(readers)] for i, r in enumerate(readers)}
+    read, write = os.read, os.write
+
+    def one():
+        t0 = perf_counter_ns()
+        got = wait(*args)
+        fds = got[0] if mech == "select" else [fd for fd, _ in got]
+        for fd in fds:
+            read(fd, 1)
+            write(nxt[fd], b"x")
+        t = perf_counter_ns() - t0
+        if len(fds) != ready:
+            raise RuntimeError(f"{mech} drain: {len(fds)} ready, expected {ready}")
+        return t
+    return one
 
 
 def _timer_overhead(n: int) -> list[int]:
