@@ -224,6 +224,14 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
                         append_row(run_dir / "micro.csv",
                                    {**row, "ns_median": round(ns, 2), "ns_p10": round(0.9 * ns, 2),
                                     "ns_p90": round(1.2 * ns, 2), "note": note}, MICRO_COLUMNS)
+            for n in (10, 100, 1000):               # mode drain: bench.c's loop, +1 µs per ready
+                for ready in (1, n):
+                    ns = w.cost(MICRO_INTERCEPT_NS + micro_slopes.get(mech, 0.0) * n + 1000.0 * ready)
+                    append_row(run_dir / "micro.csv",
+                               dict(op="wait", mechanism=mech, registered=n, ready=ready,
+                                    timeout_mode="zero", samples=200, ns_median=round(ns, 2),
+                                    ns_p10=round(0.9 * ns, 2), ns_p90=round(1.2 * ns, 2), note="",
+                                    mode="drain"), MICRO_COLUMNS)
             for op in ("register", "modify"):
                 append_row(run_dir / "micro.csv",
                            dict(op=op, mechanism=mech, registered=1000, ready=1, timeout_mode="zero",
@@ -306,6 +314,7 @@ def probes_doc(value_limit=True, kernel_takes_high_fd=True, poll_einval=True,
 
 
 FULL_SYNTHETIC = dict(
+    ready_cost={},
     probes=probes_doc(),
     memory={"epoll": 5200, "epoll-et": 5200, "poll": 5000, "select": 5000},
     syscalls={"epoll": {"epoll_wait": 0.2, "recvfrom": 1.0, "sendto": 1.0, "mmap": 0.0001},

@@ -53,10 +53,17 @@ def test_every_figure_writes_a_non_empty_png_and_svg_for_the_tiny_run(saved, tmp
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference"
 
 
+# figures of issue 10 (the ready experiment, micro's drain mode): the committed reference
+# run predates them; it is regenerated with `make bench` on a quiet machine
+NEWER_THAN_REFERENCE = {"ready_cpu", "ready_cpu_large_n", "ready_events", "ready_drain",
+                        "micro_drain_1_ready", "micro_drain_all_ready"}
+
+
 def test_every_figure_draws_from_the_committed_reference_run(tmp_path):
     run = load_run(REFERENCE)
     written = plots.save_all(run, tmp_path)
-    assert sorted(written) == sorted(plots.FIGURES)     # a complete run has data for each
+    expected = set(plots.FIGURES) - (NEWER_THAN_REFERENCE - set(written))
+    assert sorted(written) == sorted(expected)          # a complete run has data for each
     for name in written:
         assert (tmp_path / f"{name}.png").stat().st_size > 5000
         assert b"<svg" in (tmp_path / f"{name}.svg").read_bytes()[:2000]
@@ -83,14 +90,14 @@ def test_a_missing_table_draws_a_note_instead_of_failing(name):
 def test_each_mechanism_keeps_its_colour_in_every_figure(synthetic_run):
     run = load_run(synthetic_run)
     seen = set()
-    for name in ("scan_throughput", "activity_cpu", "micro_wait_1_ready", "msgsize"):
+    for name in ("scan_throughput", "ready_cpu", "micro_wait_1_ready", "msgsize"):
         _, ax = draw(name, plots.table_for(run, name))
         for line in ax.get_lines():
             mech = line.get_label().split(":")[0].split(" (")[0]
             if mech in plots.COLORS:
                 assert line.get_color() == plots.COLORS[mech], (name, mech)
                 seen.add(mech)
-    assert seen == {"select", "poll", "epoll", "epoll-et"}
+    assert seen == {"select", "poll", "epoll", "epoll-et", "epoll-toggle"}   # ready has the reference
 
 
 def test_references_are_labelled_and_keep_their_colour(tmp_path):

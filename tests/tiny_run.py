@@ -38,9 +38,11 @@ active = 5
 msg_size = 64
 
 [[experiment]]
-kind = "activity"
+kind = "ready"
 connections = 100
-active_ratio = [0.1, 1.0]
+ready = [0, 1, 10, 100]
+bursts = 10
+burst_messages = 100
 
 [[experiment]]
 kind = "msgsize"

@@ -285,7 +285,7 @@ def micro_wait(micro: pd.DataFrame, ready: str = "1", timeout_mode: str = "zero"
     df["ready"] = pd.to_numeric(df["ready"], errors="coerce").where(text_ready != "all", df["registered"])
     keep = (_text(df["op"]) == "wait") & df["ns_median"].notna()
     if "mode" in df:                        # runs before issue 10 have no mode: all "wait"
-        keep &= _text(df["mode"]).isin(["", mode])
+        keep &= _text(df["mode"]).isin(["", "wait"] if mode == "wait" else [mode])
     if "timeout_mode" in df:
         keep &= _text(df["timeout_mode"]) == timeout_mode
     if ready == "all":
@@ -298,7 +298,7 @@ def micro_wait(micro: pd.DataFrame, ready: str = "1", timeout_mode: str = "zero"
 
 
 def micro_fits(micro: pd.DataFrame, ready: str = "1", timeout_mode: str = "zero",
-               max_registered: float | None = None) -> pd.DataFrame:
+               max_registered: float | None = None, mode: str = "wait") -> pd.DataFrame:
     """Per mechanism, a linear fit of wait-call ns_median vs registered descriptors.
 
     max_registered limits every fit to the sizes up to it, so mechanisms can be
@@ -306,7 +306,7 @@ def micro_fits(micro: pd.DataFrame, ready: str = "1", timeout_mode: str = "zero"
     returned fewer events than were ready (`capped`) never enter a fit: a
     per-ready-event cost is a cost per event returned.
     """
-    rows = micro_wait(micro, ready, timeout_mode)
+    rows = micro_wait(micro, ready, timeout_mode, mode)
     if not rows.empty:
         rows = rows[~rows["capped"]]
     if max_registered is not None and not rows.empty:

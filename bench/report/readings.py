@@ -231,9 +231,32 @@ def _capacity_reading(points: pd.DataFrame) -> str:
                                                                             "server_cpu_us_per_msg"))
 
 
+def _ready_reading(points, largest: bool, y: str, unit: str, what: str,
+                   higher_is_better: bool | None) -> str:
+    """The ready experiment at its smallest (or largest) N, over the burst size K > 0,
+    with the measured ready fraction each mechanism reached at the largest K."""
+    rows = an.experiment(points, "ready")
+    rows = rows[rows["usable"] & (pd.to_numeric(rows["active"], errors="coerce") > 0)]
+    if rows.empty:
+        return ""
+    conns = pd.to_numeric(rows["connections"], errors="coerce")
+    n = conns.max() if largest else conns.min()
+    rows = rows[conns == n].assign(active=lambda d: pd.to_numeric(d["active"], errors="coerce"))
+    a = _agg(rows, "ready", "active", y)
+    b = _agg(rows, "ready", "active", "ready_fraction")
+    if a.empty or a.groupby("mechanism")["active"].nunique().max() < 2:
+        return ""
+    top = b[b["active"] == b["active"].max()].dropna(subset=["ready_fraction"])
+    reached = ", ".join(f"{plots.label(r.mechanism)} {r.ready_fraction:.3g}" for r in top.itertuples())
+    return (f"N = {num(n)}. " + _changes(a, "active", y, "K", unit, what) + " "
+            + _ranking(a, "active", y, "K", unit, higher_is_better)
+            + (f" Measured ready fraction at K={num(b['active'].max())}: {reached}." if reached else ""))
+
+
 FIGURE_EXPERIMENT = {"scan_wait": "scan", "scan_throughput": "scan", "scan_latency": "scan",
-                     "scan_cpu": "scan", "activity_throughput": "activity", "activity_cpu": "activity",
-                     "events_per_call": "activity", "fdlimit": "fdlimit", "msgsize": "msgsize"}
+                     "scan_cpu": "scan", "ready_cpu": "ready", "ready_cpu_large_n": "ready",
+                     "ready_events": "ready", "ready_drain": "ready", "fdlimit": "fdlimit",
+                     "msgsize": "msgsize"}
 
 
 def _nothing_usable(points: pd.DataFrame, experiment: str) -> str:
@@ -270,12 +293,20 @@ def _from_data(run: Run, points: pd.DataFrame) -> dict[str, str]:
         "scan_latency": pr("scan", "connections", "p99_us", "N", "µs", "p99 latency", False),
         "scan_cpu": pr("scan", "connections", "server_cpu_sys_us_per_msg", "N", "µs",
                        "system CPU per message", False),
-        "activity_throughput": pr("activity", "active_ratio", "throughput_msgs_s", "active ratio", "msg/s",
-                                  "throughput", True),
-        "activity_cpu": pr("activity", "active_ratio", "server_cpu_us_per_msg", "active ratio", "µs",
-                           "server CPU per message", False),
-        "events_per_call": pr("activity", "active_ratio", "events_per_call", "active ratio", "events",
-                              "events per wait call", None),
+        "micro_drain_1_ready": _fits_reading(an.micro_fits(run.micro, "1", mode="drain"),
+                                             "ns per registered descriptor",
+                                             "In bench.c's loop (each ready read, the next written), 1 ready"),
+        "micro_drain_all_ready": _fits_reading(an.micro_fits(run.micro, "all", mode="drain"),
+                                               "ns per ready descriptor",
+                                               "In bench.c's loop with every descriptor ready"),
+        "ready_cpu": _ready_reading(points, False, "server_cpu_us_per_msg", "µs",
+                                    "server CPU per message", False),
+        "ready_cpu_large_n": _ready_reading(points, True, "server_cpu_us_per_msg", "µs",
+                                            "server CPU per message", False),
+        "ready_events": _ready_reading(points, False, "events_per_call", "events",
+                                       "events per wait call", None),
+        "ready_drain": _ready_reading(points, False, "drain_p50_us", "µs",
+                                      "the median drain time per burst", False),
         "fdlimit": _fdlimit_reading(points),
         "msgsize": pr("msgsize", "msg_size", "throughput_msgs_s", "size", "msg/s", "throughput", True),
         "syscalls": _syscalls_reading(run.syscalls, claims.read_task_json(run.path, "syscalls.json")),

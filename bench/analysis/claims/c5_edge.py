@@ -12,7 +12,7 @@ def c5(ev: Evidence) -> Verdict:
             "2 writes, not both (EPOLLONESHOT shown alongside)")
     probe, why_not = probe_outcome(ev, "C5")
     servers = []
-    for exp in ("scan", "activity"):
+    for exp in ("scan", "activity", "ready"):
         a = ev.agg_rows(exp)
         for mech in ("epoll", "epoll-et"):
             g = a[a["mechanism"] == mech] if not a.empty else a
@@ -22,7 +22,7 @@ def c5(ev: Evidence) -> Verdict:
     if probe is None:
         if servers:
             why_not += "; the servers' counts show both modes run but cannot tell 'only once'"
-        return untested("C5", why_not, "events_per_call", rule, "; ".join(servers))
+        return untested("C5", why_not, "ready_events", rule, "; ".join(servers))
     modes = probe["modes"]
     edge, oneshot, level = modes["edge"], modes.get("oneshot"), modes.get("level")
     et = edge["writes_with_an_event"]
@@ -33,10 +33,10 @@ def c5(ev: Evidence) -> Verdict:
                + ("; " + "; ".join(servers) if servers else ""))
     values = {"et_writes_reported": et, "oneshot_writes_reported": oneshot and oneshot["writes_with_an_event"]}
     if et <= 1:
-        return Verdict("C5", CLAIMS["C5"], SUPPORTED, numbers, rule, "events_per_call",
+        return Verdict("C5", CLAIMS["C5"], SUPPORTED, numbers, rule, "ready_events",
                        "Both modes exist and edge-triggered reported the socket once for two writes.", values)
     once = (" Only EPOLLONESHOT reports once (until re-armed)."
             if oneshot and oneshot["writes_with_an_event"] <= 1 else "")
-    return Verdict("C5", CLAIMS["C5"], PARTLY, numbers, rule, "events_per_call",
+    return Verdict("C5", CLAIMS["C5"], PARTLY, numbers, rule, "ready_events",
                    "Both modes exist, but edge-triggered reports each new arrival of data, as epoll(7) "
                    "says, not a descriptor once." + once, values)

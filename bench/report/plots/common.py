@@ -76,8 +76,8 @@ def _exp(name: str) -> Selection:
     return Selection("points", lambda df: an.experiment(an.classify(df), name))
 
 
-def _micro(ready: str) -> Selection:
-    return Selection("micro", lambda df: an.micro_wait(df, ready))
+def _micro(ready: str, mode: str = "wait") -> Selection:
+    return Selection("micro", lambda df: an.micro_wait(df, ready, mode=mode))
 
 
 def _nonempty(table: str, col: str) -> Selection:

@@ -1,4 +1,5 @@
-"""The micro-benchmark figures (micro.csv): one wait call's cost vs registered descriptors, with fits."""
+"""The micro-benchmark figures (micro.csv): one wait call's cost (mode wait) or one bench.c
+iteration (mode drain) vs registered descriptors, with fits."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ from bench.report.plots.common import (_axes, _fd_setsize_line, _legend, _log_if
                                        label, mechanisms_in)
 
 
-def _micro_figure(df, ax, ready: str, title: str) -> Axes:
+def _micro_figure(df, ax, ready: str, title: str, mode: str = "wait") -> Axes:
     ax = _axes(ax)
-    rows = an.micro_wait(df, ready) if df is not None else pd.DataFrame()
+    rows = an.micro_wait(df, ready, mode=mode) if df is not None else pd.DataFrame()
     if rows.empty:
-        return _no_data(ax, "micro-benchmark rows")
-    fits = an.micro_fits(df, ready)
+        return _no_data(ax, f"micro-benchmark rows (mode {mode})")
+    fits = an.micro_fits(df, ready, mode=mode)
     extra = []
     for mech in mechanisms_in(rows):
         g = rows[rows["mechanism"] == mech].groupby("registered").median(numeric_only=True).reset_index()
@@ -43,7 +44,8 @@ def _micro_figure(df, ax, ready: str, title: str) -> Axes:
     _log_if_decades(ax, "y", rows[["ns_p10", "ns_median", "ns_p90"]])
     _fd_setsize_line(ax, rows["registered"])
     ax.set_xlabel("registered descriptors, socketpairs (count)")
-    ax.set_ylabel("one wait call, timeout 0 (ns)")
+    ax.set_ylabel("one wait call, timeout 0 (ns)" if mode == "wait" else
+                  "one iteration: wait (timeout 0), read each ready, write the next (ns)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     _legend(ax, rows, math.nan, [(Patch(color="grey", alpha=0.25), "band: p10–p90 of the samples"),
@@ -64,3 +66,13 @@ def plot_micro_wait_1_ready(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
 def plot_micro_wait_all_ready(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """micro.csv: wait-call cost vs registered descriptors, all ready, fitted lines (C6)."""
     return _micro_figure(df, ax, "all", "Wait-call cost, every descriptor ready")
+
+
+def plot_micro_drain_1_ready(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """micro.csv mode drain (libevent bench.c): one iteration vs registered descriptors, 1 ready."""
+    return _micro_figure(df, ax, "1", "bench.c drain loop, 1 descriptor ready", mode="drain")
+
+
+def plot_micro_drain_all_ready(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """micro.csv mode drain: one iteration with every descriptor ready, read and rewritten (C7)."""
+    return _micro_figure(df, ax, "all", "bench.c drain loop, every descriptor ready", mode="drain")

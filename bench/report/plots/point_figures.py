@@ -1,4 +1,4 @@
-"""The sweep-point figures (points.csv scan, activity, msgsize): medians with CI bands vs one swept variable."""
+"""The sweep-point figures (points.csv scan, msgsize): medians with CI bands vs one swept variable."""
 
 from __future__ import annotations
 
@@ -106,28 +106,7 @@ def plot_capacity(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
     return ax
 
 
-def plot_activity_throughput(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
-    """points.csv activity: throughput vs active ratio at fixed connections (C7)."""
-    return _points_figure(df, ax, "activity", "throughput_msgs_s", "throughput (messages/s)",
-                          "Throughput vs share of active connections", x="active_ratio",
-                          xlabel="active ratio (active / total connections)")
-
-
-def plot_activity_cpu(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
-    """points.csv activity: server CPU per message vs active ratio (C7)."""
-    return _points_figure(df, ax, "activity", "server_cpu_us_per_msg", "server CPU per message (µs)",
-                          "Server CPU per message vs share of active connections", x="active_ratio",
-                          xlabel="active ratio (active / total connections)")
-
-
 def plot_msgsize(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """points.csv msgsize: throughput vs message size at a fixed active count."""
     return _points_figure(df, ax, "msgsize", "throughput_msgs_s", "throughput (messages/s)",
                           "Message size effect, {active} active", x="msg_size", xlabel="message size (bytes)")
-
-
-def plot_events_per_call(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
-    """points.csv activity: events returned per wait call vs active ratio (C5: epoll vs epoll-et)."""
-    return _points_figure(df, ax, "activity", "events_per_call", "events per wait call (count)",
-                          "Events per wait call vs share of active connections", x="active_ratio",
-                          xlabel="active ratio (active / total connections)")

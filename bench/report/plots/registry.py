@@ -10,7 +10,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bench.report.plots import micro_figures, point_figures, resource_figures
+from bench.report.plots import micro_figures, point_figures, ready_figures, resource_figures
 from bench.report.plots.common import Selection, _exp, _micro, _nonempty
 
 
@@ -24,14 +24,17 @@ FIGURES: dict[str, FigureSpec] = {
     "micro_wait_0_ready": FigureSpec(micro_figures.plot_micro_wait_0_ready, _micro("0")),
     "micro_wait_1_ready": FigureSpec(micro_figures.plot_micro_wait_1_ready, _micro("1")),
     "micro_wait_all_ready": FigureSpec(micro_figures.plot_micro_wait_all_ready, _micro("all")),
+    "micro_drain_1_ready": FigureSpec(micro_figures.plot_micro_drain_1_ready, _micro("1", "drain")),
+    "micro_drain_all_ready": FigureSpec(micro_figures.plot_micro_drain_all_ready, _micro("all", "drain")),
     "scan_wait": FigureSpec(point_figures.plot_scan_wait, _exp("scan")),
     "scan_throughput": FigureSpec(point_figures.plot_scan_throughput, _exp("scan")),
     "scan_latency": FigureSpec(point_figures.plot_scan_latency, _exp("scan")),
     "scan_cpu": FigureSpec(point_figures.plot_scan_cpu, _exp("scan")),
     "capacity": FigureSpec(point_figures.plot_capacity, _exp("scan-rate")),
-    "activity_throughput": FigureSpec(point_figures.plot_activity_throughput, _exp("activity")),
-    "activity_cpu": FigureSpec(point_figures.plot_activity_cpu, _exp("activity")),
-    "events_per_call": FigureSpec(point_figures.plot_events_per_call, _exp("activity")),
+    "ready_cpu": FigureSpec(ready_figures.plot_ready_cpu, _exp("ready")),
+    "ready_cpu_large_n": FigureSpec(ready_figures.plot_ready_cpu_large_n, _exp("ready")),
+    "ready_events": FigureSpec(ready_figures.plot_ready_events, _exp("ready")),
+    "ready_drain": FigureSpec(ready_figures.plot_ready_drain, _exp("ready")),
     "fdlimit": FigureSpec(resource_figures.plot_fdlimit, _exp("fdlimit")),
     "msgsize": FigureSpec(point_figures.plot_msgsize, _exp("msgsize")),
     "syscalls": FigureSpec(resource_figures.plot_syscalls, _nonempty("syscalls", "calls_per_msg")),
