@@ -28,17 +28,14 @@ and a few unmeasured bursts warm its paths. SIGUSR1 to the server (its
 --snapshots) brackets the measured bursts, so the server's CPU, wait calls
 and events come from its own counters, after it has settled.
 
-Every phase has a deadline (CONNECT_DEADLINE_S, STOP_DEADLINE_S,
-PHASE_DEADLINE_S); a server that dies or stalls fails the run, and on
+Every phase has a deadline (CONNECT_DEADLINE_S, PHASE_DEADLINE_S and the
+gate's own, loadgen/gate.py); a server that dies or stalls fails the run, and on
 every exit path the server is sent SIGCONT, so it is never left stopped.
 One process does it all: the server's work per burst does not depend on
 how fast the load generator is.
 
 The JSON document is the load generator's (loadgen/run.py, format 1) with
-`mode` "bursts" and a `bursts` object: {count, size, warmup, completed,
-drain_us (p50, p90, p99, p999, max, mean), drain_hdr, write_us and stop_us
-({p50, max}: writing one burst, SIGSTOP until stopped)}. `saturated` is
-always false: here the load generator's speed sets no measure.
+`mode` "bursts" and a `bursts` object (loadgen/burst_doc.py).
 """
 
 from __future__ import annotations
@@ -56,18 +53,15 @@ from dataclasses import asdict, dataclass
 
 from servers.sysutil import utc_now
 
-from . import latency
+from . import burst_doc
+from .gate import Failed, Gate
 from .spec import HEADER_BYTES, MAX_MSG_SIZE, MIN_MSG_SIZE, SpecError
 
-FORMAT = 1
 WARMUP_BURSTS = 2
 CONNECT_DEADLINE_S = 10.0      # the whole connect phase
 CONNECT_TIMEOUT_S = 2.0        # one connect
-STOP_DEADLINE_S = 2.0          # SIGSTOP until every server thread is seen stopped
 PHASE_DEADLINE_S = 5.0         # the warm-up echo pass, one burst's echoes, a settle
 FD_RESERVE = 32
-POLL_S = 20e-6                 # between two reads of /proc while waiting for a state
-_STOPPED, _SLEEPING = frozenset("Tt"), frozenset("S")
 
 
 @dataclass(frozen=True)
@@ -104,70 +98,6 @@ def check(spec: BurstSpec) -> BurstSpec:
         raise SpecError(f"--connections {spec.connections}: burst mode holds them in one process, "
                         f"and its descriptor limit is {hard}: give at most {hard - FD_RESERVE}")
     return spec
-
-
-class Failed(Exception):
-    """A phase that could not finish: the message says which and why."""
-
-
-def thread_states(pid: int) -> str:
-    """One state letter per thread of pid (/proc/PID/task/*/stat); Failed if it is gone."""
-    states = []
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
-                    states.append(chr(f.read().rpartition(b")")[2][1]))
-            except (FileNotFoundError, ProcessLookupError):
-                continue                                   # a thread that just exited
-    except FileNotFoundError:
-        raise Failed(f"server {pid} is gone") from None
-    if not states or states[0] in "ZX":
-        raise Failed(f"server {pid} has exited")
-    return "".join(states)
-
-
-class Gate:
-    """SIGSTOP/SIGCONT on the server, each confirmed from /proc with a deadline."""
-
-    def __init__(self, pid: int):
-        self.pid = pid
-        self.stopped = False
-
-    def _until(self, ok: frozenset, what: str, deadline_s: float) -> None:
-        end = time.monotonic() + deadline_s
-        while True:
-            states = thread_states(self.pid)
-            if all(s in ok for s in states):
-                return
-            if time.monotonic() > end:
-                raise Failed(f"server {self.pid} not {what} within {deadline_s:g} s "
-                             f"(thread states {states[:20]!r})")
-            time.sleep(POLL_S)
-
-    def stop(self) -> None:
-        self._kill(signal.SIGSTOP)
-        self.stopped = True
-        self._until(_STOPPED, "stopped", STOP_DEADLINE_S)
-
-    def cont(self) -> None:
-        """SIGCONT if we stopped it; safe to call on any exit path."""
-        if self.stopped:
-            self.stopped = False
-            try:
-                os.kill(self.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-
-    def settle(self) -> None:
-        """Wait until every server thread sleeps: the server has done what it had to do."""
-        self._until(_SLEEPING, "idle (every thread sleeping)", PHASE_DEADLINE_S)
-
-    def _kill(self, sig: int) -> None:
-        try:
-            os.kill(self.pid, sig)
-        except ProcessLookupError:
-            raise Failed(f"server {self.pid} is gone") from None
 
 
 class Conn:
@@ -226,7 +156,7 @@ class Bursts:
             for c in self.conns:
                 c.sock.close()
             self.ep.close()
-        return self.document(started, window, failure)
+        return burst_doc.document(self, started, window, failure)
 
     def connect(self) -> None:
         t0 = time.monotonic()
@@ -381,70 +311,6 @@ class Bursts:
                 raise Failed(f"connection {c.index} was closed by the server")
             self.errors["corrupt"] += 1
             raise Failed(f"connection {c.index}: bytes nobody sent")
-
-    # -- the JSON document ----------------------------------------------------
-
-    def document(self, started: str, window: dict | None, failure: str | None) -> dict:
-        spec = self.spec
-        hist = latency.new_histogram()
-        latency.record_ns(hist, self.lat)
-        drain = latency.new_histogram()
-        latency.record_ns(drain, self.drain)
-        w = window or {"start": None, "end": None, "tx": 0, "rx": 0, "user_s": 0.0, "sys_s": 0.0}
-        window_s = (w["end"] - w["start"]) if window else 0.0
-        messages = spec.bursts * spec.burst_size if window else 0
-        per_s = (lambda x: round(x / window_s, 3) if window_s > 0 else None)
-        echoing = sum(1 for c in self.conns if c.echoed)
-        open_ = len(self.conns) if failure is None else 0
-        return {
-            "format": FORMAT, "mode": "bursts",
-            "target": f"{spec.host}:{spec.port}", "config": spec.to_config(),
-            "started_at": started, "ended_at": utc_now("milliseconds"),
-            "window_s": round(window_s, 6),
-            "window_start_monotonic_s": w["start"], "window_end_monotonic_s": w["end"],
-            "signals": self.signals,
-            "messages": messages, "bytes_sent": w["tx"], "bytes_received": w["rx"],
-            "bytes_sent_total": self.tx, "bytes_received_total": self.rx,
-            "throughput_msgs_s": per_s(messages),
-            "latency_us": latency.summary(hist), "latency_samples": hist.get_total_count(),
-            "latency_hdr": latency.encode(hist),
-            "rate": {"target": None, "arrivals": None, "achieved": per_s(messages),
-                     "written": per_s(messages), "scheduled": None},
-            "connections": {"requested": spec.connections, "established": len(self.conns),
-                            "active": spec.burst_size, "idle": spec.connections - spec.burst_size,
-                            "active_established": min(spec.burst_size, len(self.conns)),
-                            "idle_established": max(0, len(self.conns) - spec.burst_size),
-                            "idle_open_at_end": max(0, open_ - spec.burst_size),
-                            "active_open_at_end": min(open_, spec.burst_size),
-                            "echoing": echoing, "retries": 0},
-            "connect_s": round(self.connect_s, 6),
-            "errors": dict(self.errors), "corrupt": self.errors["corrupt"],
-            "unanswered_msgs": sum(1 for c in self.conns if c.expect is not None),
-            "backlog_overflow_msgs": 0,
-            "workers": [{"index": 0, "pid": os.getpid(), "cpu": spec.cpu,
-                         "connections": spec.connections, "established": len(self.conns),
-                         "messages": messages, "cpu_user_s": round(w["user_s"], 6),
-                         "cpu_sys_s": round(w["sys_s"], 6),
-                         "cpu_util": round((w["user_s"] + w["sys_s"]) / window_s, 4)
-                         if window_s > 0 else None,
-                         "window_s": round(window_s, 6), "measured": window is not None}],
-            "saturated": False,
-            "failed": failure is not None, "failure": failure,
-            "timeline": [],
-            "bursts": {"count": spec.bursts, "size": spec.burst_size,
-                       "warmup": spec.warmup_bursts, "completed": len(self.stop_ns),
-                       "drain_us": latency.summary(drain), "drain_hdr": latency.encode(drain),
-                       "write_us": _us(self.write_ns), "stop_us": _us(self.stop_ns)},
-        }
-
-
-def _us(values_ns: array) -> dict:
-    """{p50, max} in µs of a few nanosecond durations; None without any."""
-    if not values_ns:
-        return {"p50": None, "max": None}
-    s = sorted(values_ns)
-    return {"p50": round(s[len(s) // 2] / 1000, 3), "max": round(s[-1] / 1000, 3)}
-
 
 def _kinds(counts: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "no error recorded"

@@ -20,7 +20,7 @@ import pytest
 
 from bench.sweep.tidy import to_row
 from loadgen import latency
-from loadgen.burst import thread_states
+from loadgen.gate import thread_states
 from loadgen_fixtures import FixtureServer
 from servers import MECHANISMS
 
