@@ -33,6 +33,7 @@ from bench.tasks.micro_child import MAXEVENTS, REFUSED, measure
 from servers.sysutil import raise_nofile_limit, utc_now
 
 MECHANISMS = ("select", "poll", "epoll", "io_uring")   # io_uring: wait only (micro_uring)
+DRAIN_MECHANISMS = ("select", "poll", "epoll")         # mode drain: bench.c's loop (micro_child)
 CHILD_TIMEOUT_S = 120.0
 
 
@@ -161,7 +162,8 @@ def schedule(config: MicroConfig, seed: int) -> list[tuple[str, int, list[dict]]
     """
     groups, turn = [], 0
     for op in config.ops:
-        mechs = MECHANISMS if op in ("wait", "drain") else ("poll", "epoll")
+        mechs = (MECHANISMS if op == "wait" else DRAIN_MECHANISMS if op == "drain"
+                 else ("poll", "epoll"))
         for n in (config.drain_sizes if op == "drain" else config.sizes):
             configs = []
             for ready, mode in cases(op, n, config.readies):
