@@ -20,8 +20,8 @@ TASK_FD_SLACK = 16       # descriptors a server holds besides its connections (t
 # teardown cost a fixed part plus a part per connection.
 OVERHEAD_S = 0.4
 OVERHEAD_S_PER_CONN = 0.00005
-# micro: 100 s of wait-mode configurations, then ~20 s of drain mode (issue 10)
-TASK_ESTIMATE_S = {("micro", True): 25.0, ("micro", False): 120.0,   # (kind, quick) -> s
+# micro: 100 s of wait-mode configurations, then ~15 s of drain mode (issue 10)
+TASK_ESTIMATE_S = {("micro", True): 25.0, ("micro", False): 115.0,   # (kind, quick) -> s
                    ("probes", False): 2.0}
 # Measured the same way: syscalls = the tracer's self-test, then per profiled
 # point start-up, attach and detach on top of warmup + 2 windows (4 points:
