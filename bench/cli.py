@@ -88,7 +88,15 @@ def _write_report(run_dir) -> None:
 
 def cmd_micro(args) -> int:
     from bench.analysis.micro_summary import print_summary
+    from bench.rundir.lock import holder
+    from bench.rundir.store import check_out_dir
     from bench.tasks.micro import run_micro
+    if args.out is not None:
+        check_out_dir(args.out)
+        held_by = holder(args.out)
+        if held_by:
+            die(PROG, f"--out {args.out} is being written by process {held_by}: wait for it "
+                      "to end, or give another directory")
     run_dir = run_micro(out=args.out, quick=args.quick)
     print_summary(run_dir)                  # stderr: stdout stays the run directory alone
     print(run_dir)
@@ -109,6 +117,7 @@ def cmd_compare(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from bench.rundir.store import NotARunError, RunFormatError
+    from servers.sysutil import OutputPathError
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -116,5 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         die(PROG, str(e), 2)
     except RunFormatError as e:
         die(PROG, str(e))
+    except OutputPathError as e:
+        die(PROG, str(e), e.exit_code)
     except KeyboardInterrupt:
         die(PROG, "interrupted", 130)

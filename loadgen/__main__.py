@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             check_output_path(args.out, "--out")
         except OutputPathError as e:
-            die(PROG, str(e))
+            die(PROG, str(e), e.exit_code)
     cpus = len(spec.cpus) if spec.cpus else len(os.sched_getaffinity(0))
     if spec.workers > cpus and args.cluster is None:
         print(f"{PROG}: warning: --procs {spec.procs} workers on {cpus} CPU(s): they share "

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.snapshots:
             check_output_path(args.snapshots, "--snapshots", append=True)
     except OutputPathError as e:
-        die(PROG, str(e))
+        die(PROG, str(e), e.exit_code)
     address = resolve(args.host, args.port)
     soft, hard = set_fd_limit(args.max_fds)
     try:

@@ -56,7 +56,15 @@ def write_json(path: str | os.PathLike | None, obj) -> None:
 
 
 class OutputPathError(ValueError):
-    """An output path that cannot be written; the message names it and the fix."""
+    """An output path that cannot be written; the message names it and the fix.
+
+    exit_code: 2 when the path names the wrong kind of thing (a directory
+    where a file goes: bad usage), 1 when the system refuses the write.
+    """
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _temp_name(path: str) -> str:
@@ -76,6 +84,12 @@ def check_output_path(path: str | os.PathLike, option: str, append: bool = False
     """
     path = os.fspath(path)
     head = os.path.dirname(path) or "."
+    above = head
+    while not os.path.lexists(above) and os.path.dirname(above) != above:
+        above = os.path.dirname(above)
+    if os.path.exists(above) and not os.path.isdir(above):
+        raise OutputPathError(f"{option} {path}: {above} is not a directory; choose another "
+                              "path", 2)
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -84,17 +98,16 @@ def check_output_path(path: str | os.PathLike, option: str, append: bool = False
         raise OutputPathError(f"{option} {path}: {e.strerror}; choose another path") from None
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise OutputPathError(f"{option} {path} is a directory: give a file name, "
-                              f"e.g. {os.path.join(path, 'out.json')}")
+                              f"e.g. {os.path.join(path, 'out.json')}", 2)
     if st is not None and not stat.S_ISREG(st.st_mode):
         if stat.S_ISSOCK(st.st_mode):
-            raise OutputPathError(f"{option} {path} is a socket: give a file path")
+            raise OutputPathError(f"{option} {path} is a socket: give a file path", 2)
         if not os.access(path, os.W_OK):
             raise OutputPathError(f"{option} {path} is not writable: choose another path")
         return
     if not os.path.isdir(head):
-        what = "does not exist" if not os.path.exists(head) else "is not a directory"
-        raise OutputPathError(f"{option} {path}: directory {head} {what}; create it first or "
-                              "choose another path")
+        raise OutputPathError(f"{option} {path}: directory {head} does not exist; create it "
+                              "first or choose another path")
     try:
         if append:
             with open(path, "a"):

@@ -13,11 +13,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import NamedTuple
-
-import pandas as pd
+from typing import TYPE_CHECKING, NamedTuple
 
 from bench.rundir.schema import FORMAT, TABLES
+
+if TYPE_CHECKING:
+    import pandas as pd
+from servers.sysutil import OutputPathError
 from servers.sysutil import write_json  # noqa: F401  (re-exported: the run directory's JSON writer)
 
 
@@ -46,6 +48,36 @@ class Table(NamedTuple):
     rows: list[list[str]]
     good_bytes: int       # length of the whole records, header included
     torn: bytes           # a last record cut short (kill -9, disk full), else b""
+
+
+def check_out_dir(path: Path | str, option: str = "--out") -> None:
+    """Raise OutputPathError unless a run directory can be written at path (made if new).
+
+    A file in the way or a path through one is bad usage (exit 2); a directory
+    that takes no new entries (permissions, /proc, a read-only mount) is the
+    system's refusal (exit 1). Probed by creating and removing an entry, since
+    access() answers yes to root everywhere. Nothing is left behind.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{option} {path} is a file, not a directory: give a directory "
+                              "(a new one for a new run)", 2)
+    probe_in = path
+    while not probe_in.exists():
+        if probe_in.is_symlink():
+            raise OutputPathError(f"{option} {path}: {probe_in} is a dangling link; remove it "
+                                  "or choose another path", 2)
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        raise OutputPathError(f"{option} {path}: {probe_in} is not a directory; choose "
+                              "another path", 2)
+    probe = probe_in / f".iomux-probe{os.getpid()}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as e:
+        raise OutputPathError(f"{option} {path}: cannot create entries in {probe_in} "
+                              f"({e.strerror}); choose a writable place") from None
 
 
 def append_row(path: Path | str, row: dict, columns: list[str]) -> None:
@@ -167,6 +199,7 @@ def load_table(run_dir: Path | str, name: str, warnings: list[str] | None = None
 
     A torn last record is left out (and named in `warnings`), never parsed.
     """
+    import pandas as pd            # here: the command line's error paths never load it
     path = Path(run_dir) / name
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame(columns=TABLES[name])

@@ -29,7 +29,7 @@ from pathlib import Path
 from bench.rundir.meta import ClusterUnavailable, collect_meta, differences
 from bench.rundir.schema import POINT_COLUMNS
 from bench.rundir.lock import LockedError, RunLock, holder
-from bench.rundir.store import append_row, read_meta, write_json
+from bench.rundir.store import append_row, check_out_dir, read_meta, write_json
 from bench.sweep import cluster as sweep_cluster
 from bench.sweep import ledger, plan, tidy
 from bench.sweep.point import Context, cpulist, run_point
@@ -38,7 +38,7 @@ from bench.sweep.progress import Progress, hms, print_summary
 from bench.sweep.taskrun import run_task
 from bench.tasks import procs
 from servers.cli import UsageError
-from servers.sysutil import raise_nofile_limit, utc_now
+from servers.sysutil import OutputPathError, raise_nofile_limit, utc_now
 
 RESULTS = Path("results")
 RUN_ENV = "IOMUX_BENCH_RUN_DIR"  # set in every child: finds strays by their environment
@@ -251,6 +251,7 @@ def _create_run_dir(out, profile_name: str) -> Path:
         if held_by:
             raise RunError(f"--out {run_dir} is being written by process {held_by}: choose a "
                            "new directory, or wait for that run to end")
+        _check_out(run_dir)
         if run_dir.exists():
             raise UsageError(f"--out {run_dir} already exists: choose a new directory, "
                              f"or complete that run with --resume {run_dir}")
@@ -261,12 +262,20 @@ def _create_run_dir(out, profile_name: str) -> Path:
         while run_dir.exists():
             run_dir = RESULTS / f"{stamp}-{profile_name}-{n}"
             n += 1
+    _check_out(run_dir)
     try:
         run_dir.mkdir(parents=True)
         (run_dir / "raw").mkdir()
     except OSError as e:
         raise RunError(f"cannot create {run_dir}: {e.strerror}; choose a writable --out") from None
     return run_dir
+
+
+def _check_out(run_dir: Path) -> None:
+    try:
+        check_out_dir(run_dir)
+    except OutputPathError as e:
+        raise (UsageError if e.exit_code == 2 else RunError)(str(e)) from None
 
 
 def _link_latest(run_dir: Path) -> None:
