@@ -457,3 +457,21 @@ def test_wait_statistics_derive_from_the_exact_events_table():
     assert (doc["wait_calls"], doc["wait_ns_total"], doc["events_total"]) == (3, 70_705, 1027)
     assert doc["wait_ns_hist"] == {"8": 1, "1024": 1, "131072": 1}
     assert doc["events_per_call_hist"] == {"1": 1, "4": 1, "2048": 1}
+
+
+def test_binding_every_interface_warns_in_one_line(tmp_path):
+    stats = tmp_path / "stats.json"
+    proc = subprocess.Popen([sys.executable, "-m", "servers", "poll", "--host", "0.0.0.0",
+                             "--stats", str(stats)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("READY 0.0.0.0 ")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=DEADLINE_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    (line,) = err.strip().splitlines()
+    assert "warning" in line and "0.0.0.0" in line and "127.0.0.1" in line
+    assert json.loads(stats.read_text())["mechanism"] == "poll"
