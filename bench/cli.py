@@ -32,8 +32,8 @@ def build_parser() -> OneLineParser:
                    help="run only the points whose id matches REGEX, "
                         "e.g. 'scan-epoll' or 'c1000-.*-r1$'")
     r.add_argument("--force", action="store_true",
-                   help="with --resume: go on although the machine or software differs "
-                        "from the run's meta.json")
+                   help="run a sweep estimated at more than 24 h; with --resume: go on "
+                        "although the machine or software differs from the run's meta.json")
     r.add_argument("--cluster", metavar="tcp://HOST:PORT",
                    help="run the load generator's workers on this Dask scheduler's client "
                         "hosts; the server stays here (README: Several hosts)")

@@ -88,8 +88,8 @@ def check_output_path(path: str | os.PathLike, option: str, append: bool = False
     while not os.path.lexists(above) and os.path.dirname(above) != above:
         above = os.path.dirname(above)
     if os.path.exists(above) and not os.path.isdir(above):
-        raise OutputPathError(f"{option} {path}: {above} is not a directory; choose another "
-                              "path", 2)
+        raise OutputPathError(f"{option} {path}: {above} is not a directory; choose a "
+                              f"writable {option}")
     try:
         st = os.stat(path)
     except FileNotFoundError:

@@ -46,6 +46,15 @@ def _file(name, data=b"x\n"):
     return make
 
 
+def _profile(runwide: str = "", experiment: str = "connections = 10\nactive = 1\n"):
+    text = (f'mechanisms = ["epoll"]\n{runwide}\n[[experiment]]\nkind = "scan"\n'
+            f"{experiment}")
+    return _file("p.toml", text)
+
+
+PROFILE = B + ["run", "--profile", "{d}/p.toml", "--out", "{d}/r"]
+
+
 def _run_dir(meta, points: bytes | None = None):
     def make(d: Path):
         (d / "run").mkdir()
@@ -74,7 +83,7 @@ CASES = [
     ("srv-stats-dir", S + ["epoll", "--stats", "{d}"], 2, "is a directory", None),
     ("srv-stats-no-parent", S + ["epoll", "--stats", "{d}/no/such/stats.json"], 1,
      "does not exist", None),
-    ("srv-stats-through-file", S + ["epoll", "--stats", "{d}/afile/stats.json"], 2,
+    ("srv-stats-through-file", S + ["epoll", "--stats", "{d}/afile/stats.json"], 1,
      "is not a directory", _file("afile")),
     ("srv-stats-proc", S + ["epoll", "--stats", "/proc/version"], 1, "cannot create files in /proc",
      None),
@@ -130,11 +139,29 @@ CASES = [
     ("b-profile-unknown", B + ["run", "--profile", "quik", "--out", "{d}/r"], 2, "quick", None),
     ("b-profile-missing", B + ["run", "--profile", "{d}/none.toml", "--out", "{d}/r"], 2,
      "none.toml", None),
+    ("b-profile-binary", PROFILE, 2, "not UTF-8", _file("p.toml", bytes(range(128, 256)))),
+    ("b-profile-connections-1e8", PROFILE, 2, "descriptor limit",
+     _profile(experiment="connections = 100000000\nactive = 1\n")),
+    ("b-profile-connections-range-1e9", PROFILE, 2, "connections.to",
+     _profile(experiment="connections = {from = 1, to = 1000000000, step = 1}\nactive = 1\n")),
+    ("b-profile-axis-too-long", PROFILE, 2, "values of one axis",
+     _profile(experiment="connections = {from = 1, to = 5001, step = 1}\nactive = 1\n")),
+    ("b-profile-msg-size-1g", PROFILE, 2, "largest message",
+     _profile(experiment="connections = 10\nactive = 1\nmsg_size = 1073741824\n")),
+    ("b-profile-repetitions-1e9", PROFILE, 2, "repetitions", _profile("repetitions = 1000000000")),
+    ("b-profile-procs-300", PROFILE, 2, "procs", _profile("procs = 300")),
+    ("b-profile-procs-over-connections", PROFILE, 2, "fewest connections", _profile("procs = 20")),
+    ("b-profile-too-many-points", PROFILE, 2, "points",
+     _profile("repetitions = 1000", "connections = {from = 10, to = 1000, step = 10}\n"
+                                    "active = 1\nmsg_size = [64, 128]\n")),
+    ("b-profile-over-24h", PROFILE, 2, "--force", _profile("window_s = 100000")),
+    ("b-profile-memory-1e6", PROFILE, 2, "descriptor limit",
+     _file("p.toml", '[[experiment]]\nkind = "memory"\nconnections = 1000000\n')),
     ("b-run-out-file", B + ["run", "--profile", "quick", "--out", "{d}/afile"], 2,
      "is a file", _file("afile")),
-    ("lg-out-through-file", L + ["--connections", "1", "--out", "{d}/afile/x.json"], 2,
+    ("lg-out-through-file", L + ["--connections", "1", "--out", "{d}/afile/x.json"], 1,
      "is not a directory", _file("afile")),
-    ("b-run-out-through-file", B + ["run", "--profile", "quick", "--out", "{d}/afile/r"], 2,
+    ("b-run-out-through-file", B + ["run", "--profile", "quick", "--out", "{d}/afile/r"], 1,
      "not a directory", _file("afile")),
     ("b-run-out-proc", B + ["run", "--profile", "quick", "--out", "/proc/iomux"], 1,
      "cannot create entries in /proc", None),
@@ -166,7 +193,7 @@ CASES = [
     ("b-micro-out-file", B + ["micro", "--out", "{d}/afile"], 2, "is a file", _file("afile")),
     ("b-micro-out-proc", B + ["micro", "--out", "/proc/iomux"], 1,
      "cannot create entries in /proc", None),
-    ("b-micro-out-through-file", B + ["micro", "--out", "{d}/afile/r"], 2, "not a directory",
+    ("b-micro-out-through-file", B + ["micro", "--out", "{d}/afile/r"], 1, "not a directory",
      _file("afile")),
 ]
 

@@ -53,9 +53,9 @@ class Table(NamedTuple):
 def check_out_dir(path: Path | str, option: str = "--out") -> None:
     """Raise OutputPathError unless a run directory can be written at path (made if new).
 
-    A file in the way or a path through one is bad usage (exit 2); a directory
-    that takes no new entries (permissions, /proc, a read-only mount) is the
-    system's refusal (exit 1). Probed by creating and removing an entry, since
+    A file where the directory goes is bad usage (exit 2); a path through a
+    file, or a directory that takes no new entries (permissions, /proc, a
+    read-only mount), cannot be written (exit 1). Probed by creating and removing an entry, since
     access() answers yes to root everywhere. Nothing is left behind.
     """
     path = Path(path)
@@ -69,15 +69,15 @@ def check_out_dir(path: Path | str, option: str = "--out") -> None:
                                   "or choose another path", 2)
         probe_in = probe_in.parent
     if not probe_in.is_dir():
-        raise OutputPathError(f"{option} {path}: {probe_in} is not a directory; choose "
-                              "another path", 2)
+        raise OutputPathError(f"{option} {path}: {probe_in} is not a directory; choose a "
+                              f"writable {option}")
     probe = probe_in / f".iomux-probe{os.getpid()}"
     try:
         probe.mkdir()
         probe.rmdir()
     except OSError as e:
         raise OutputPathError(f"{option} {path}: cannot create entries in {probe_in} "
-                              f"({e.strerror}); choose a writable place") from None
+                              f"({e.strerror}); choose a writable {option}") from None
 
 
 def append_row(path: Path | str, row: dict, columns: list[str]) -> None:

@@ -21,20 +21,20 @@ import os
 import random
 import re
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
 
+from bench.rundir.lock import LockedError, RunLock, holder
 from bench.rundir.meta import ClusterUnavailable, collect_meta, differences
 from bench.rundir.schema import POINT_COLUMNS
-from bench.rundir.lock import LockedError, RunLock, holder
 from bench.rundir.store import append_row, check_out_dir, read_meta, write_json
 from bench.sweep import cluster as sweep_cluster
 from bench.sweep import ledger, plan, tidy
 from bench.sweep.point import Context, cpulist, run_point
 from bench.sweep.profile import Profile, load, parse
 from bench.sweep.progress import Progress, hms, print_summary
+from bench.sweep.signals import Signals
 from bench.sweep.taskrun import run_task
 from bench.tasks import procs
 from servers.cli import UsageError
@@ -42,6 +42,7 @@ from servers.sysutil import OutputPathError, raise_nofile_limit, utc_now
 
 RESULTS = Path("results")
 RUN_ENV = "IOMUX_BENCH_RUN_DIR"  # set in every child: finds strays by their environment
+MAX_ESTIMATE_S = 24 * 3600       # a longer sweep needs --force
 
 
 class RunError(RuntimeError):
@@ -77,6 +78,7 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
         raise UsageError("give --out or --resume, not both: --resume continues the "
                          "directory it names")
     prof, seed, meta, all_points, selected = _plan_run(profile, resume, only)
+    _check_duration(selected, force)
     try:
         on_cluster = sweep_cluster.resolve(cluster, prof, meta)
     except ClusterUnavailable as e:
@@ -144,6 +146,10 @@ def _sweep(run_dir: Path, prof: Profile, seed: int, meta: dict, now: dict, all_p
         return run_dir                          # a finished run (results/reference) stays untouched
 
     ctx = _context(run_dir, prof)
+    if ctx.procs > len(ctx.loadgen_cpus):
+        print(f"bench run: warning: procs = {ctx.procs} load-generator workers on "
+              f"{len(ctx.loadgen_cpus)} CPU(s): they share them and may saturate first; give "
+              "at most one per CPU", file=log, flush=True)
     meta["pinning"] = {"server_cpus": ctx.server_cpus, "loadgen_cpus": ctx.loadgen_cpus,
                        "loadgen_procs": ctx.procs,
                        "shared": bool(set(ctx.server_cpus) & set(ctx.loadgen_cpus))}
@@ -169,7 +175,7 @@ def _sweep(run_dir: Path, prof: Profile, seed: int, meta: dict, now: dict, all_p
     progress = Progress(todo, log)
     rows: list[dict] = []
     state = "failed"
-    with _Signals() as sigs:
+    with Signals() as sigs:
         try:
             for p in todo:
                 if isinstance(p, plan.Task):
@@ -294,6 +300,15 @@ def _link_latest(run_dir: Path) -> None:
         os.replace(tmp, latest)
 
 
+def _check_duration(selected, force: bool) -> None:
+    """A sweep estimated past MAX_ESTIMATE_S is a mistake unless --force says otherwise."""
+    estimate = sum(plan.estimate_s(p) for p in selected)
+    if estimate > MAX_ESTIMATE_S and not force:
+        raise UsageError(f"the sweep is estimated at {hms(estimate)}, above the limit "
+                         f"{hms(MAX_ESTIMATE_S)}: narrow it with --only or a smaller profile, "
+                         "or add --force")
+
+
 def _check_same_setup(resume, meta: dict, now: dict, force: bool) -> None:
     """Refuse to mix two machines or two software versions in one run, unless forced."""
     diffs = differences(meta, now)
@@ -325,42 +340,3 @@ def _compile(only: str | None):
         return re.compile(only)
     except re.error as e:
         raise UsageError(f"--only {only!r} is not a regular expression ({e})") from None
-
-
-class _Signals:
-    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt, but never inside critical()."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __enter__(self):
-        self._pending = None
-        self._critical = False
-        self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-    def _handle(self, signum, frame):
-        if self._critical:
-            self._pending = signum
-        else:
-            raise KeyboardInterrupt
-
-    def hold(self):
-        """Defer signals for good: the run is ending and must finish its writes."""
-        self._critical = True
-
-    @contextlib.contextmanager
-    def critical(self):
-        """Finish the writes inside before acting on a signal that arrives meanwhile."""
-        self._critical = True
-        try:
-            yield
-        finally:
-            self._critical = False
-        if self._pending is not None:
-            raise KeyboardInterrupt
-
-
