@@ -161,9 +161,15 @@ def test_report_on_a_torn_run_warns_and_reads_only_whole_rows(run_copy):
     assert "Traceback" not in r.stderr
     warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
     assert any("torn" in w for w in warnings), r.stderr
-    assert any("meta.json recorded 2" in w and "1 are missing" in w for w in warnings), r.stderr
+    assert any("meta.json recorded 2" in w and "1 missing" in w for w in warnings), r.stderr
     run = load_run(run_copy, log=open(os.devnull, "w"))
     assert len(run.points) == 1 and len(run.warnings) == 2
+    header = (run_copy / "report.md").read_text().split("## Claims")[0]
+    assert header.count("Warning:") == 2 and "torn" in header and "1 missing" in header
+    assert "Warning:" in (run_copy / "report.html").read_text()
+    r = bench("compare", run_copy, run_copy, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "warning: A:" in r.stdout and "warning: B:" in r.stdout and "torn" in r.stdout
 
 
 def test_resume_sets_a_torn_row_aside_and_runs_its_point_again(run_copy):

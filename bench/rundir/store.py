@@ -237,7 +237,7 @@ def load_run(run_dir: Path | str, log=sys.stderr) -> Run:
                                                                           dict) else None
     if isinstance(recorded, int) and len(tables[0]) < recorded:
         warnings.append(f"{run_dir / 'points.csv'} has {len(tables[0])} rows, meta.json "
-                        f"recorded {recorded}: {recorded - len(tables[0])} are missing "
+                        f"recorded {recorded}: {recorded - len(tables[0])} missing "
                         "(a cut or edited file); the report covers only the rows present")
     for w in warnings:
         print(f"warning: {w}", file=log, flush=True)
