@@ -119,7 +119,7 @@ def check_output_path(path: str | os.PathLike, option: str, append: bool = False
         os.close(fd)
         os.unlink(_temp_name(path))
     except OSError as e:
-        where = f"cannot append to it" if append and st is not None else \
+        where = "cannot append to it" if append and st is not None else \
             f"cannot create files in {head}"
         raise OutputPathError(f"{option} {path}: {where} ({e.strerror}); choose a path in a "
                               "writable directory") from None
