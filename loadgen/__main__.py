@@ -96,7 +96,8 @@ def parse_spec(argv: list[str] | None) -> tuple[LoadSpec, argparse.Namespace]:
         spec = check(LoadSpec(
             host=host, port=port, connections=args.connections,
             active_ratio=args.active_ratio, msg_size=args.msg_size,
-            duration_s=args.duration, warmup_s=args.warmup, procs=args.procs or 1,
+            duration_s=args.duration, warmup_s=args.warmup,
+            procs=1 if args.procs is None else args.procs,
             rate_msgs_s=args.rate, arrivals=args.arrivals or "fixed",
             pipeline=1 if args.pipeline is None else args.pipeline,
             cpus=parse_cpus(args.cpus) if args.cpus is not None else None,
