@@ -32,8 +32,8 @@ def build_parser() -> OneLineParser:
                    help="run only the points whose id matches REGEX, "
                         "e.g. 'scan-epoll' or 'c1000-.*-r1$'")
     r.add_argument("--force", action="store_true",
-                   help="with --resume: go on although the machine or software differs "
-                        "from the run's meta.json")
+                   help="run a sweep estimated at more than 24 h; with --resume: go on "
+                        "although the machine or software differs from the run's meta.json")
     r.add_argument("--cluster", metavar="tcp://HOST:PORT",
                    help="run the load generator's workers on this Dask scheduler's client "
                         "hosts; the server stays here (README: Several hosts)")
@@ -91,7 +91,15 @@ def _write_report(run_dir) -> None:
 
 def cmd_micro(args) -> int:
     from bench.analysis.micro_summary import print_summary
+    from bench.rundir.lock import holder
+    from bench.rundir.store import check_out_dir
     from bench.tasks.micro import run_micro
+    if args.out is not None:
+        check_out_dir(args.out)
+        held_by = holder(args.out)
+        if held_by:
+            die(PROG, f"--out {args.out} is being written by process {held_by}: wait for it "
+                      "to end, or give another directory")
     run_dir = run_micro(out=args.out, quick=args.quick)
     print_summary(run_dir)                  # stderr: stdout stays the run directory alone
     print(run_dir)
@@ -124,6 +132,7 @@ def cmd_compare(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from bench.rundir.store import NotARunError, RunFormatError
+    from servers.sysutil import OutputPathError
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -131,5 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         die(PROG, str(e), 2)
     except RunFormatError as e:
         die(PROG, str(e))
+    except OutputPathError as e:
+        die(PROG, str(e), e.exit_code)
     except KeyboardInterrupt:
         die(PROG, "interrupted", 130)

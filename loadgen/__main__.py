@@ -8,13 +8,14 @@ failed point or a runtime error (the JSON is still written), 2 for bad usage.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import signal
 import socket
 import sys
 
 from servers.cli import OneLineParser, die, is_loopback
-from servers.sysutil import raise_nofile_limit, write_json
+from servers.sysutil import OutputPathError, check_output_path, raise_nofile_limit, write_json
 
 from . import burst
 from .run import run
@@ -135,7 +136,8 @@ def parse_spec(argv: list[str] | None) -> tuple[LoadSpec | burst.BurstSpec, argp
         spec = check(LoadSpec(
             host=host, port=port, connections=args.connections,
             active_ratio=args.active_ratio, msg_size=args.msg_size,
-            duration_s=args.duration, warmup_s=args.warmup, procs=args.procs or 1,
+            duration_s=args.duration, warmup_s=args.warmup,
+            procs=1 if args.procs is None else args.procs,
             rate_msgs_s=args.rate, arrivals=args.arrivals or "fixed",
             pipeline=1 if args.pipeline is None else args.pipeline,
             cpus=parse_cpus(args.cpus) if args.cpus is not None else None,
@@ -146,16 +148,29 @@ def parse_spec(argv: list[str] | None) -> tuple[LoadSpec | burst.BurstSpec, argp
 
 
 def resolve(spec: LoadSpec, allow_remote: bool) -> tuple[tuple, int]:
-    """(sockaddr, family) of the target; non-loopback refused unless allowed."""
+    """(sockaddr, family) of the target; non-loopback refused unless allowed.
+
+    A name is looked up (a DNS query) only with --allow-remote: without it
+    only a loopback address or `localhost` is accepted, so nothing leaves the
+    machine to find out that the target is not allowed.
+    """
+    host = "127.0.0.1" if spec.host == "localhost" else spec.host
     try:
-        infos = socket.getaddrinfo(spec.host, spec.port, type=socket.SOCK_STREAM)
-    except socket.gaierror as e:
-        die(PROG, f"cannot resolve --target host {spec.host!r} ({e.strerror}): "
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if not allow_remote and not (literal is not None and literal.is_loopback):
+        what = "a name (not looked up without --allow-remote)" if literal is None \
+            else "not a loopback address"
+        die(PROG, f"--target {spec.host} is {what}: give 127.0.0.1 or ::1, or pass "
+                  "--allow-remote to load another machine", 2)
+    try:
+        infos = socket.getaddrinfo(host, spec.port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        why = getattr(e, "strerror", None) or str(e)
+        die(PROG, f"cannot resolve --target host {spec.host!r} ({why}): "
                   "give an address such as 127.0.0.1:8000", 2)
     family, _, _, _, sockaddr = infos[0]
-    if not allow_remote and not (is_loopback(spec.host) or is_loopback(sockaddr[0])):
-        die(PROG, f"--target {spec.host} is not a loopback address: pass --allow-remote "
-                  "to load another machine", 2)
     return sockaddr, family
 
 
@@ -175,19 +190,6 @@ def summary(doc: dict) -> str:
     if errors:
         text += "  errors: " + ", ".join(f"{k} {v}" for k, v in errors.items())
     return text
-
-
-def check_writable(path: str) -> None:
-    """Fail before the run, not after it, if --out cannot be written."""
-    if os.path.exists(path) and not os.path.isfile(path):
-        return                                  # /dev/null or a FIFO: written through
-    probe = f"{path}.probe{os.getpid()}"
-    try:
-        with open(probe, "w"):
-            pass
-        os.unlink(probe)
-    except OSError as e:
-        die(PROG, f"cannot write --out {path}: {e.strerror}; choose a writable path")
 
 
 def _run_cluster(spec: LoadSpec, address: tuple, family: int, args) -> dict:
@@ -235,7 +237,15 @@ def main(argv: list[str] | None = None) -> int:
         except PermissionError:
             die(PROG, f"--signal-pid {spec.signal_pid}: not allowed to signal it", 2)
     if args.out:
-        check_writable(args.out)
+        try:
+            check_output_path(args.out, "--out")
+        except OutputPathError as e:
+            die(PROG, str(e), e.exit_code)
+    cpus = len(spec.cpus) if spec.cpus else len(os.sched_getaffinity(0))
+    if spec.workers > cpus and args.cluster is None:
+        print(f"{PROG}: warning: --procs {spec.procs} workers on {cpus} CPU(s): they share "
+              "them and the load generator may saturate first; give at most one per CPU",
+              file=sys.stderr, flush=True)
     raise_nofile_limit()                        # workers inherit it
     signal.signal(signal.SIGTERM, _terminate)   # through run()'s finally: workers killed
     try:

@@ -18,12 +18,13 @@ from time import monotonic_ns
 
 from select import EPOLLIN, EPOLLOUT
 
+from .spec import MAX_SOURCES, SOURCE_CONNS
+
 CONNECT_WINDOW = 256           # connects in progress per worker
 CONNECT_DEADLINE_S = 5.0       # the whole connect phase
 CONNECT_STALE_S = 0.25         # a SYN dropped on a full accept queue waits 1 s: retry sooner
 CONNECT_ATTEMPTS = 6           # per connection
 CONNECT_STALL_S = 1.5          # no connection completed for this long: the server is not accepting
-SOURCE_CONNS = 8000            # connections per loopback source address (see open_connections)
 MAXEVENTS = 1024
 
 _IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)   # linux/in.h
@@ -108,7 +109,7 @@ def loopback_sources(family: int, host: str, connections: int) -> list[str]:
     """Source addresses for a 127.x IPv4 target, or [] to let the kernel choose."""
     if family != socket.AF_INET or not host.startswith("127."):
         return []
-    count = -(-connections // SOURCE_CONNS)
+    count = min(MAX_SOURCES, -(-connections // SOURCE_CONNS))
     return [f"127.0.0.{1 + i}" for i in range(count)] if count > 1 else []
 
 

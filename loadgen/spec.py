@@ -14,6 +14,9 @@ HEADER_BYTES = 8           # u64 little-endian: connection index << 40 | sequenc
 MIN_MSG_SIZE = 16          # header + at least 8 pattern bytes
 MAX_MSG_SIZE = 1 << 20     # K messages of S bytes are held per connection
 FD_RESERVE = 32            # per worker: epoll, control pipe, stdio, imports
+SOURCE_CONNS = 8000        # connections per loopback source address before the next is used
+MAX_SOURCES = 8            # loopback source addresses 127.0.0.1 - 127.0.0.8
+MAX_PROCS = 256            # worker processes: each is a Python interpreter of its own
 ARRIVALS = ("fixed", "poisson")
 
 
@@ -123,6 +126,9 @@ def check(spec: LoadSpec, here: bool = True) -> LoadSpec:
         raise SpecError(f"--warmup {spec.warmup_s}: give zero or more seconds")
     if spec.procs < 1:
         raise SpecError(f"--procs {spec.procs}: give at least 1")
+    if spec.procs > MAX_PROCS:
+        raise SpecError(f"--procs {spec.procs}: give at most {MAX_PROCS} (each worker is a "
+                        "Python process of its own; more than the CPUs only share them)")
     if spec.pipeline < 1:
         raise SpecError(f"--pipeline {spec.pipeline}: give at least 1 message in flight")
     if spec.arrivals not in ARRIVALS:
@@ -140,8 +146,13 @@ def check(spec: LoadSpec, here: bool = True) -> LoadSpec:
                         f"{per_worker} descriptors per process, above the limit {hard}: "
                         f"use --procs {need} or more")
     ports = ephemeral_ports()
-    if spec.connections > ports and not (spec.host.startswith("127.") or spec.host == "localhost"):
+    if spec.host.startswith("127.") or spec.host == "localhost":
         # to 127.x the workers spread connections over several source addresses
+        if spec.connections > MAX_SOURCES * ports:
+            raise SpecError(f"--connections {spec.connections}: at most {MAX_SOURCES * ports} "
+                            f"reach one loopback target ({MAX_SOURCES} source addresses "
+                            f"127.0.0.1-{MAX_SOURCES} x {ports} ephemeral ports)")
+    elif spec.connections > ports:
         raise SpecError(f"--connections {spec.connections} is more than the {ports} ephemeral "
                         "ports one target can be reached from (net.ipv4.ip_local_port_range)")
     if spec.cpus is not None and here:

@@ -8,18 +8,20 @@ shutdown writes the statistics JSON to --stats (else stdout) and exits 0.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import socket
 import sys
 import traceback
 
 from . import MECHANISMS, REFERENCES
-from .cli import OneLineParser, die, port_number, positive_int
+from .cli import OneLineParser, die, is_loopback, port_number, positive_int
 from .core import Server
-from .sysutil import raise_nofile_limit, write_json
+from .sysutil import OutputPathError, check_output_path, raise_nofile_limit, write_json
 
 PROG = "python -m servers"
 SERVERS = {**MECHANISMS, **REFERENCES}   # name -> module
+OWN_FDS = 8     # past those open at start: listener, wake-up pair, poller, loop pipes, snapshots
 
 
 def build_parser() -> OneLineParser:
@@ -45,6 +47,11 @@ def build_parser() -> OneLineParser:
 
 def set_fd_limit(max_fds: int | None) -> tuple[int, int]:
     """Raise the soft RLIMIT_NOFILE to the hard one, or lower it to max_fds."""
+    if max_fds is not None:
+        floor = len(os.listdir("/proc/self/fd")) + OWN_FDS     # listdir's own fd: the one conn
+        if max_fds < floor:
+            die(PROG, f"--max-fds {max_fds} is too few: the server holds about {floor - 1} "
+                      f"descriptors of its own; give at least {floor}", 2)
     try:
         limits = raise_nofile_limit(max_fds)
     except ValueError as e:
@@ -52,27 +59,18 @@ def set_fd_limit(max_fds: int | None) -> tuple[int, int]:
     return limits["soft"], limits["hard"]
 
 
-def check_writable(path: str) -> None:
-    """Fail before READY, not after the run, if a result file cannot be written."""
-    try:
-        if os.path.exists(path):
-            if not os.path.isfile(path):
-                return                          # /dev/null or a FIFO: opening may block
-            with open(path, "a"):
-                pass
-        else:
-            with open(path, "w"):
-                pass
-            os.unlink(path)
-    except OSError as e:
-        die(PROG, f"cannot write {path}: {e.strerror}; choose a writable path")
-
-
 def resolve(host: str, port: int) -> str:
+    """The address to bind: an IP literal as given, a name looked up (exit 2 if unknown)."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as e:
-        die(PROG, f"cannot resolve --host {host!r} ({e.strerror}): give an address such as 127.0.0.1")
+    except (socket.gaierror, UnicodeError) as e:
+        why = getattr(e, "strerror", None) or str(e)
+        die(PROG, f"cannot resolve --host {host!r} ({why}): give an address such as "
+                  "127.0.0.1", 2)
     return infos[0][4][0]
 
 
@@ -94,11 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_threads is not None and args.mechanism != "threads":
         die(PROG, f"--max-threads applies to the threads server only, not {args.mechanism}: "
                   "drop it", 2)
-    soft, hard = set_fd_limit(args.max_fds)
-    for path in (args.stats, args.snapshots):
-        if path:
-            check_writable(path)
+    try:
+        if args.stats:
+            check_output_path(args.stats, "--stats")
+        if args.snapshots:
+            check_output_path(args.snapshots, "--snapshots", append=True)
+    except OutputPathError as e:
+        die(PROG, str(e), e.exit_code)
     address = resolve(args.host, args.port)
+    soft, hard = set_fd_limit(args.max_fds)
     try:
         server = make_server(args.mechanism, mod, address, args.port, args.snapshots,
                              args.max_threads)
@@ -112,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             die(PROG, f"no permission to bind {address}:{args.port}: use a port above 1023")
         die(PROG, f"cannot listen on {address}:{args.port}: {e.strerror}")
     host, port = server.address
+    if not is_loopback(host):
+        print(f"{PROG}: warning: listening on {host} port {port}, reachable from other "
+              "machines; bind 127.0.0.1 unless that is meant", file=sys.stderr, flush=True)
     print(f"READY {host} {port} {os.getpid()}", flush=True)
 
     failure = None

@@ -43,8 +43,10 @@ differ only in the loop underneath. Facts that shape it:
   descriptor, accepts the waiting connections and closes them at once, so
   those clients see EOF or a reset and the protocol never sees them.
 - bytes_out = bytes given to transport.write minus what open transports
-  still buffer. A reset drops its transport's buffer unseen, so after
-  resets bytes_out may exceed what the kernel took.
+  still buffer (bytes_buffered). A reset drops its transport's buffer
+  unseen: both loops clear it before connection_lost runs, so after resets
+  bytes_out may exceed what the kernel took, and bytes_dropped is null
+  (not 0) with `bytes_note` saying why.
 - Signals arrive through loop.add_signal_handler (set_wakeup_fd underneath).
   uvloop listens only while a run call is active (loop.pyx,
   _setup_or_resume_signals / _pause_signals): a signal in between is kept
@@ -204,8 +206,8 @@ class AsyncioServer:
         loop.default_exception_handler(context)
 
     def stats_dict(self) -> dict:
-        self.stats.bytes_out = self.written - sum(
-            p.transport.get_write_buffer_size() for p in self.live)
+        self.stats.bytes_buffered = sum(p.transport.get_write_buffer_size() for p in self.live)
+        self.stats.bytes_out = self.written - self.stats.bytes_buffered
         snap = self.stats.to_dict()
         loop = self.loop
         selector = getattr(loop, "_selector", None)
@@ -214,6 +216,9 @@ class AsyncioServer:
             events_total=None, events_per_call_hist=None,
             wait_note="the event loop's own wait call is not instrumented",
             accept_paused=None, accept_emfile_errors=self.accept_emfile_errors,
+            bytes_dropped=None,
+            bytes_note="a reset transport's buffer is discarded by the loop unseen: "
+                       "bytes_out counts it as sent",
             peak_registered=None,
             peak_connections=self.peak_connections,
             read_size_bytes=self.read_size, read_size_source=self.read_size_source,

@@ -59,7 +59,9 @@ class Stats:
     700 ns lands in "1024", a call that returned 3 events in "4", 0 events in "1".
     Every accept() that succeeded is in `accepted`; each such connection ends in
     exactly one of `rejected_fd_setsize` or a `closed` reason, so
-    accepted == rejected_fd_setsize + sum(closed.values()).
+    accepted == rejected_fd_setsize + sum(closed.values()). Every byte received
+    is echoed, dropped (its connection reset or failed before the echo went
+    out) or still buffered: bytes_in == bytes_out + bytes_dropped + bytes_buffered.
 
     The loops record each wait call inline, not through a method (the call
     cost more than the recording; python -m servers.instrument_bench): they
@@ -79,6 +81,8 @@ class Stats:
         self.closed = {"peer": 0, "reset": 0, "error": 0, "shutdown": 0}
         self.bytes_in = 0
         self.bytes_out = 0
+        self.bytes_dropped = 0         # received, never echoed: the connection reset or failed
+        self.bytes_buffered = 0        # received, not yet echoed, at the time of the dict
         self.peak_registered = 0
         self.extra: dict[str, int] = {}   # a loop's own counters (epoll-toggle: ctl_calls)
 
@@ -98,6 +102,8 @@ class Stats:
             "closed": dict(self.closed),
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
+            "bytes_dropped": self.bytes_dropped,
+            "bytes_buffered": self.bytes_buffered,
             "peak_registered": self.peak_registered,
             "cpu_user_s": ru.ru_utime,
             "cpu_sys_s": ru.ru_stime,
@@ -209,6 +215,7 @@ class Server:
         window, so a window's wait calls and CPU are the difference of two lines.
         """
         if self._snap_file is not None:
+            self.stats.bytes_buffered = sum(len(c.out) for c in self.conns.values())
             append_snapshot(self._snap_file, self.stats.to_dict())
 
     # -- the contract every loop calls -------------------------------------
@@ -269,6 +276,7 @@ class Server:
         """
         conn = self.conns.pop(fd)
         conn.sock.close()
+        self.stats.bytes_dropped += len(conn.out)   # unsent when a reset or error closed it
         if not self._accept_paused:
             return NO_CHANGE
         self._accept_paused = False
@@ -278,6 +286,7 @@ class Server:
 
     def shutdown(self) -> dict:
         """Close everything still open (counted as `shutdown`) and return the stats."""
+        self.stats.bytes_buffered = sum(len(c.out) for c in self.conns.values())
         for conn in self.conns.values():
             conn.sock.close()
             self.stats.closed["shutdown"] += 1
@@ -352,6 +361,7 @@ class Server:
                 except BlockingIOError:
                     n = 0
                 except OSError as e:
+                    stats.bytes_dropped += len(data)
                     return self._failed(e)
                 stats.bytes_out += n
                 if n < len(data):

@@ -27,7 +27,11 @@ format and the core's constants. Facts that shape it:
   closed at once and counted in `rejected_threads`, with the reason in
   `rejected_threads_reason`; the others keep being served, as select does
   past FD_SETSIZE. So accepted == rejected_threads + sum(closed).
-- Back-pressure comes free: sendall blocks until the kernel takes the echo,
+- The echo is sent with send() in a loop, not sendall(): sendall does not
+  say how much went out before a reset, and every byte received must end
+  in bytes_out, bytes_dropped (the rest of a chunk a reset cut short) or
+  bytes_buffered (in a thread's hands when the statistics are taken).
+- Back-pressure comes free: a blocking send blocks until the kernel takes the echo,
   so a thread stops reading while its client does not read, and at most one
   recv buffer per connection is held.
 - Half-close needs nothing: when recv returns b"" every byte received has
@@ -62,12 +66,13 @@ _STOP = (signal.SIGTERM, signal.SIGINT)
 
 
 class _Conn:
-    __slots__ = ("sock", "bytes_in", "bytes_out")
+    __slots__ = ("sock", "bytes_in", "bytes_out", "bytes_dropped")
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.bytes_in = 0        # written only by this connection's thread
         self.bytes_out = 0
+        self.bytes_dropped = 0
 
 
 class ThreadServer:
@@ -88,6 +93,8 @@ class ThreadServer:
         self.stopping = False
         self.closes = 0                         # connections closed so far (wakes a paused accept)
         self.retired_in = self.retired_out = 0  # bytes of connections already closed
+        self.retired_dropped = 0
+        self.retired_buffered = 0               # in the hands of threads that outlived shutdown
         self.rejected_threads = 0
         self.rejected_reason: str | None = None
         self.peak_connections = 0
@@ -172,8 +179,15 @@ class ThreadServer:
                     reason = "peer"
                     break
                 conn.bytes_in += len(data)
-                sock.sendall(data)              # blocks while the client does not read
-                conn.bytes_out += len(data)
+                unsent = memoryview(data)
+                try:
+                    while unsent:               # blocks while the client does not read
+                        n = sock.send(unsent)
+                        conn.bytes_out += n
+                        unsent = unsent[n:]
+                except OSError:
+                    conn.bytes_dropped += len(unsent)
+                    raise
         except OSError as e:
             reason = "reset" if e.errno in _RESET else "error"
         finally:
@@ -182,8 +196,7 @@ class ThreadServer:
                     if self.stopping:
                         reason = "shutdown"     # woken by shutdown(), not by the peer
                     self.stats.closed[reason] += 1
-                    self.retired_in += conn.bytes_in
-                    self.retired_out += conn.bytes_out
+                    self._retire(conn)
                     sock.close()
                 self.closes += 1                # a descriptor is free again
                 self.freed.notify_all()
@@ -195,6 +208,10 @@ class ThreadServer:
             live = list(self.conns.values())
             self.stats.bytes_in = self.retired_in + sum(c.bytes_in for c in live)
             self.stats.bytes_out = self.retired_out + sum(c.bytes_out for c in live)
+            self.stats.bytes_dropped = self.retired_dropped + sum(c.bytes_dropped for c in live)
+            # a live thread's chunk, received and not yet (all) sent
+            self.stats.bytes_buffered = self.retired_buffered + sum(
+                c.bytes_in - c.bytes_out - c.bytes_dropped for c in live)
             snap = self.stats.to_dict()
             snap.update(
                 rejected_threads=self.rejected_threads,
@@ -210,6 +227,12 @@ class ThreadServer:
             thread_stack_bytes=self.stack_bytes,
         )
         return snap
+
+    def _retire(self, conn: _Conn) -> None:
+        """Fold a closed connection's counters into the server's (lock held)."""
+        self.retired_in += conn.bytes_in
+        self.retired_out += conn.bytes_out
+        self.retired_dropped += conn.bytes_dropped
 
     def write_snapshot(self) -> None:
         if self.snapshot_file is not None:
@@ -236,8 +259,8 @@ class ThreadServer:
                 self.freed.wait(0.1)
             for conn in self.conns.values():    # threads that did not finish in time
                 self.stats.closed["shutdown"] += 1
-                self.retired_in += conn.bytes_in
-                self.retired_out += conn.bytes_out
+                self.retired_buffered += conn.bytes_in - conn.bytes_out - conn.bytes_dropped
+                self._retire(conn)
                 conn.sock.close()
             self.conns.clear()
         self.listener.close()

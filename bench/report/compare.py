@@ -170,7 +170,8 @@ def compare_runs(run_a: Path | str | Run, run_b: Path | str | Run, threshold: fl
     """The comparison of two runs as text (warnings, claims, one table per measure)."""
     a = run_a if isinstance(run_a, Run) else load_run(run_a)
     b = run_b if isinstance(run_b, Run) else load_run(run_b)
-    head = [f"A: {a.path}", f"B: {b.path}", *environment_warnings(a.meta, b.meta)]
+    head = [f"A: {a.path}", f"B: {b.path}", *environment_warnings(a.meta, b.meta),
+            *(f"warning: {name}: {w}" for name, run in (("A", a), ("B", b)) for w in run.warnings)]
     points, sig_p, n_p = compare_points(a, b, threshold)
     micro, sig_m, n_m = compare_micro(a, b, threshold)
     summary = (f"{sig_p} of {n_p} point comparisons and {sig_m} of {n_m} micro comparisons differ: "

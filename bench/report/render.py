@@ -95,6 +95,7 @@ def build(run: Run) -> list[tuple]:
     meta = run.meta
     blocks: list[tuple] = [
         ("h", 1, f"iomux-bench report: {run.path.name}"),
+        *(("p", f"Warning: {w}") for w in run.warnings),    # rows missing or torn
         ("p", f"Run state: {meta.get('state', 'unknown')}; started {meta.get('started_at', '?')}, "
               f"ended {meta.get('ended_at', '?')}; {len(points)} point rows, {len(run.micro)} micro rows."),
         ("summary", summary(vs, names)),

@@ -76,7 +76,8 @@ from pathlib import Path
 import servers
 
 from bench.rundir.schema import EXPERIMENTS
-from bench.sweep.profile_check import FieldChecker, ProfileError
+from bench.sweep.profile_check import (_SIZE_WHY, MAX_MSG_SIZE, MAX_REPETITIONS, FieldChecker,
+                                       ProfileError, check_points, check_procs, connection_limit)
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -104,6 +105,7 @@ POINT_FIELDS = ("connections", "active", "active_ratio", "msg_size")   # a sysca
 TRACERS = ("auto", "perf", "strace")
 ARRIVALS = ("fixed", "poisson")
 MIN_MSG_SIZE = 16          # the load generator's header + pattern (loadgen/spec.py)
+_REPS_WHY = "more is a mistake, not a measurement; several runs can be compared"
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,9 @@ def load(profile: str | Path) -> Profile:
         text = path.read_text()
     except OSError as e:
         raise ProfileError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ProfileError(f"{path}: not a TOML profile (not UTF-8 text); give a .toml "
+                           "file") from None
     return parse(text, source=str(path), name=path.stem)
 
 
@@ -189,7 +194,8 @@ def parse(text: str, source: str = "<profile>", name: str = "profile") -> Profil
     c = FieldChecker(source)
     c.known(doc, RUN_FIELDS, "")
     runwide = dict(
-        repetitions=c.integer(doc, "repetitions", 1, default=1),
+        repetitions=c.integer(doc, "repetitions", 1, default=1, high=MAX_REPETITIONS,
+                              why=_REPS_WHY),
         warmup_s=c.number(doc, "warmup_s", 0, default=1.0),
         window_s=c.number(doc, "window_s", 0, default=2.0, open_low=True),
         mechanisms=c.mechanisms(doc, "mechanisms", default=tuple(servers.MECHANISMS)),
@@ -202,10 +208,13 @@ def parse(text: str, source: str = "<profile>", name: str = "profile") -> Profil
     description = doc.get("description", "")
     if not isinstance(description, str):
         c.fail("description", description, "a string")
+    procs = c.integer(doc, "procs", 1, default=None)
+    check_procs(source, procs, experiments)
+    check_points(source, experiments)
     return Profile(
         name=name, source=source, text=text, experiments=experiments, description=description,
         seed=c.integer(doc, "seed", 0, default=None),
-        procs=c.integer(doc, "procs", 1, default=None),
+        procs=procs,
         noise_threshold_pct=c.number(doc, "noise_threshold_pct", 0, default=10.0),
         ready_timeout_s=c.number(doc, "ready_timeout_s", 0, default=10.0, open_low=True),
         point_timeout_s=c.number(doc, "point_timeout_s", 0, default=60.0, open_low=True),
@@ -258,11 +267,12 @@ def _experiment(c: FieldChecker, t: dict, index: int, runwide: dict) -> Experime
         c.fail(where + "required", required, "true or false")
     exp = Experiment(
         index=index, kind=kind, mechanisms=mechanisms,
-        repetitions=c.integer(t, "repetitions", 1, where, default=runwide["repetitions"]),
+        repetitions=c.integer(t, "repetitions", 1, where, default=runwide["repetitions"],
+                              high=MAX_REPETITIONS, why=_REPS_WHY),
         warmup_s=c.number(t, "warmup_s", 0, where, default=runwide["warmup_s"]),
         window_s=c.number(t, "window_s", 0, where, default=runwide["window_s"], open_low=True),
         connections=connections, active=active, active_ratio=active_ratio,
-        msg_size=c.integers(t, "msg_size", MIN_MSG_SIZE, where, default=(64,)),
+        msg_size=c.msg_sizes(t, MIN_MSG_SIZE, where),
         rate=rate, arrivals=arrivals,
         pipeline=c.integer(t, "pipeline", 1, where, default=1),
         required=required,
@@ -338,7 +348,8 @@ def _points(c: FieldChecker, t: dict, where: str) -> tuple[tuple[int, int, int],
         c.known(p, POINT_FIELDS, at)
         if "connections" not in p:
             raise ProfileError(f"{c.source}: {at}connections: missing; give a whole number >= 1")
-        n = c.integer(p, "connections", 1, at)
+        n = c.integer(p, "connections", 1, at, high=connection_limit()[0],
+                      why=connection_limit()[1])
         if ("active" in p) == ("active_ratio" in p):
             raise ProfileError(f"{c.source}: {at}active: give exactly one of active or active_ratio")
         active = (c.integer(p, "active", 1, at) if "active" in p
@@ -346,7 +357,8 @@ def _points(c: FieldChecker, t: dict, where: str) -> tuple[tuple[int, int, int],
         if not 1 <= active <= n:
             raise ProfileError(f"{c.source}: {at}active: {active} active connections of {n}; "
                                f"allowed: 1 to {n}")
-        out.append((n, active, c.integer(p, "msg_size", MIN_MSG_SIZE, at, default=64)))
+        out.append((n, active, c.integer(p, "msg_size", MIN_MSG_SIZE, at, default=64,
+                                         high=MAX_MSG_SIZE, why=_SIZE_WHY)))
     if len(set(out)) != len(out):
         raise ProfileError(f"{c.source}: {where}points: a point is listed twice; give each once")
     return tuple(out)

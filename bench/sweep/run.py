@@ -16,32 +16,33 @@ every finished point and mark meta.json interrupted.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import random
 import re
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
 
+from bench.rundir.lock import LockedError, RunLock, holder
 from bench.rundir.meta import ClusterUnavailable, collect_meta, differences
 from bench.rundir.schema import POINT_COLUMNS
-from bench.rundir.store import append_row, read_meta, write_json
+from bench.rundir.store import append_row, check_out_dir, read_meta, write_json
 from bench.sweep import cluster as sweep_cluster
-from bench.sweep import plan, tidy
+from bench.sweep import ledger, plan, tidy
 from bench.sweep.point import Context, cpulist, run_point
 from bench.sweep.profile import Profile, load, parse
 from bench.sweep.progress import Progress, hms, print_summary
+from bench.sweep.signals import Signals
 from bench.sweep.taskrun import run_task
 from bench.tasks import procs
 from servers.cli import UsageError
-from servers.sysutil import raise_nofile_limit, utc_now
+from servers.sysutil import OutputPathError, raise_nofile_limit, utc_now
 
 RESULTS = Path("results")
 RUN_ENV = "IOMUX_BENCH_RUN_DIR"  # set in every child: finds strays by their environment
+MAX_ESTIMATE_S = 24 * 3600       # a longer sweep needs --force
 
 
 class RunError(RuntimeError):
@@ -77,6 +78,7 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
         raise UsageError("give --out or --resume, not both: --resume continues the "
                          "directory it names")
     prof, seed, meta, all_points, selected = _plan_run(profile, resume, only)
+    _check_duration(selected, force)
     try:
         on_cluster = sweep_cluster.resolve(cluster, prof, meta)
     except ClusterUnavailable as e:
@@ -87,6 +89,7 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
         _check_same_setup(resume, meta, now, force)
     if meta is None:
         run_dir = _create_run_dir(out, prof.name)
+        lock = _lock(run_dir)
         meta = now | {
             "state": "running", "started_at": utc_now(), "ended_at": None,
             "profile": {"name": prof.name, "source": prof.source, "text": prof.text,
@@ -97,25 +100,63 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
         _link_latest(run_dir)
     else:
         run_dir = Path(resume)
-        retried = _set_failed_aside(run_dir, {p.id for p in selected})
-        if retried:
-            print(f"resume: retrying {len(retried)} failed point(s) ({', '.join(retried[:3])}"
-                  f"{', ...' if len(retried) > 3 else ''}); their rows are kept in "
-                  f"{run_dir / 'retried.csv'}", file=log, flush=True)
-    done = _done_ids(run_dir, meta)
+        lock = _lock(run_dir)
+    try:
+        if resume is not None:
+            meta = _prepare_resume(run_dir, selected, log)
+        return _sweep(run_dir, prof, seed, meta, now, all_points, selected, only,
+                      resume is not None, on_cluster, log)
+    finally:
+        lock.release()
+
+
+def _lock(run_dir: Path) -> RunLock:
+    """The run directory's one-writer lock, or RunError naming who holds it."""
+    try:
+        return RunLock(run_dir).acquire()
+    except LockedError as e:
+        raise RunError(str(e)) from None
+    except OSError as e:
+        raise RunError(f"cannot lock {run_dir}: {e.strerror}; resume it as a user who "
+                       "may write it") from None
+
+
+def _prepare_resume(run_dir: Path, selected, log) -> dict:
+    """Under the lock: meta.json as it is now, the torn and the failed rows moved aside."""
+    meta = read_meta(run_dir)
+    if meta.get("state") == "running":
+        print(f"resume: {run_dir} was left running by an orchestrator that is gone (its "
+              "lock was free); resuming it", file=log, flush=True)
+    ledger.set_torn_aside_and_say(run_dir, log)
+    retried = ledger.set_failed_aside(run_dir, {p.id for p in selected})
+    if retried:
+        print(f"resume: retrying {len(retried)} failed point(s) ({', '.join(retried[:3])}"
+              f"{', ...' if len(retried) > 3 else ''}); their rows are kept in "
+              f"{run_dir / 'retried.csv'}", file=log, flush=True)
+    return meta
+
+
+def _sweep(run_dir: Path, prof: Profile, seed: int, meta: dict, now: dict, all_points,
+           selected, only, resume: bool, on_cluster, log) -> Path:
+    """Run the points not yet recorded, holding the run directory's lock."""
+    done = ledger.done_ids(run_dir, meta)
     todo = [p for p in selected if p.id not in done]
-    if resume is not None and not todo and meta.get("state") == "complete":
+    if resume and not todo and meta.get("state") == "complete":
         print(f"{run_dir}: already complete, nothing to resume; left as it was", file=log)
         return run_dir                          # a finished run (results/reference) stays untouched
 
     ctx = _context(run_dir, prof)
+    if ctx.procs > len(ctx.loadgen_cpus):
+        print(f"bench run: warning: procs = {ctx.procs} load-generator workers on "
+              f"{len(ctx.loadgen_cpus)} CPU(s): they share them and may saturate first; give "
+              "at most one per CPU", file=log, flush=True)
     meta["pinning"] = {"server_cpus": ctx.server_cpus, "loadgen_cpus": ctx.loadgen_cpus,
                        "loadgen_procs": ctx.procs,
                        "shared": bool(set(ctx.server_cpus) & set(ctx.loadgen_cpus))}
     sweep_cluster.record(on_cluster, ctx, meta)
     # one entry per invocation: the first run and each --resume
     this_run = {"started_at": utc_now(), "ended_at": None, "only": only,
-                "resume": resume is not None, "git": now["git"], "points": len(todo)}
+                "resume": resume, "git": now["git"], "points": len(todo)}
     meta["runs"].append(this_run)
     meta["state"] = "running"
     write_json(run_dir / "meta.json", meta)
@@ -134,7 +175,7 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
     progress = Progress(todo, log)
     rows: list[dict] = []
     state = "failed"
-    with _Signals() as sigs:
+    with Signals() as sigs:
         try:
             for p in todo:
                 if isinstance(p, plan.Task):
@@ -162,7 +203,7 @@ def run(profile: str | Path | None = None, out: str | Path | None = None,
             shutil.rmtree(run_dir / ".work", ignore_errors=True)
             for role, lim in ctx.limits.items():
                 meta["limits"]["rlimit_nofile"][role] = lim
-            counts = _counts(run_dir, all_points, meta)
+            counts = ledger.counts(run_dir, all_points, meta)
             if state == "complete" and (counts["failed"] or counts["tasks_failed"]):
                 state = "failed"
             meta.update(state=state, ended_at=utc_now(), points=counts)
@@ -212,6 +253,11 @@ def _plan_run(profile, resume, only):
 def _create_run_dir(out, profile_name: str) -> Path:
     if out is not None:
         run_dir = Path(out)
+        held_by = holder(run_dir) if run_dir.is_dir() else None
+        if held_by:
+            raise RunError(f"--out {run_dir} is being written by process {held_by}: choose a "
+                           "new directory, or wait for that run to end")
+        _check_out(run_dir)
         if run_dir.exists():
             raise UsageError(f"--out {run_dir} already exists: choose a new directory, "
                              f"or complete that run with --resume {run_dir}")
@@ -222,12 +268,20 @@ def _create_run_dir(out, profile_name: str) -> Path:
         while run_dir.exists():
             run_dir = RESULTS / f"{stamp}-{profile_name}-{n}"
             n += 1
+    _check_out(run_dir)
     try:
         run_dir.mkdir(parents=True)
         (run_dir / "raw").mkdir()
     except OSError as e:
         raise RunError(f"cannot create {run_dir}: {e.strerror}; choose a writable --out") from None
     return run_dir
+
+
+def _check_out(run_dir: Path) -> None:
+    try:
+        check_out_dir(run_dir)
+    except OutputPathError as e:
+        raise (UsageError if e.exit_code == 2 else RunError)(str(e)) from None
 
 
 def _link_latest(run_dir: Path) -> None:
@@ -246,6 +300,15 @@ def _link_latest(run_dir: Path) -> None:
         os.replace(tmp, latest)
 
 
+def _check_duration(selected, force: bool) -> None:
+    """A sweep estimated past MAX_ESTIMATE_S is a mistake unless --force says otherwise."""
+    estimate = sum(plan.estimate_s(p) for p in selected)
+    if estimate > MAX_ESTIMATE_S and not force:
+        raise UsageError(f"the sweep is estimated at {hms(estimate)}, above the limit "
+                         f"{hms(MAX_ESTIMATE_S)}: narrow it with --only or a smaller profile, "
+                         "or add --force")
+
+
 def _check_same_setup(resume, meta: dict, now: dict, force: bool) -> None:
     """Refuse to mix two machines or two software versions in one run, unless forced."""
     diffs = differences(meta, now)
@@ -258,69 +321,6 @@ def _check_same_setup(resume, meta: dict, now: dict, force: bool) -> None:
 def _short(v) -> str:
     text = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _set_failed_aside(run_dir: Path, ids: set[str]) -> list[str]:
-    """Move the failed rows among ids out of points.csv (into retried.csv, raw JSON into
-    raw/retried/) so that the run re-measures them; return their ids."""
-    path = run_dir / "points.csv"
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        header, rows = reader.fieldnames, list(reader)
-    failed = [r for r in rows if r["point_id"] in ids and r.get("error")
-              and not r["error"].startswith("refused:")]
-    if not failed:
-        return []
-    for r in failed:
-        append_row(run_dir / "retried.csv", r, header)
-        raw = run_dir / "raw" / f"{r['point_id']}.json"
-        if raw.exists():
-            (run_dir / "raw" / "retried").mkdir(exist_ok=True)
-            os.replace(raw, run_dir / "raw" / "retried" / f"{r['point_id']}.{int(time.time())}.json")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, header)
-        w.writeheader()
-        w.writerows(r for r in rows if r not in failed)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return [r["point_id"] for r in failed]
-
-
-def _done_ids(run_dir: Path, meta: dict) -> set[str]:
-    """Ids already recorded: rows of points.csv and tasks that finished."""
-    done = {t for t, r in meta.get("tasks", {}).items() if r.get("state") == "done"}
-    path = run_dir / "points.csv"
-    if path.exists():
-        with open(path, newline="") as f:
-            done |= {r["point_id"] for r in csv.DictReader(f) if r.get("point_id")}
-    return done
-
-
-def _counts(run_dir: Path, all_points, meta: dict) -> dict:
-    planned = [p for p in all_points if isinstance(p, plan.Point)]
-    rows = []
-    path = run_dir / "points.csv"
-    if path.exists():
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    recorded = {r["point_id"] for r in rows}
-    refused = sum(1 for r in rows if r["error"].startswith("refused:"))
-    failed = sum(1 for r in rows if r["error"] and not r["error"].startswith("refused:"))
-    tasks = [p.id for p in all_points if isinstance(p, plan.Task)]
-    states = {t: meta["tasks"].get(t, {}).get("state") for t in tasks}
-    return {
-        "planned": len(planned), "recorded": len(rows), "refused": refused, "failed": failed,
-        "measured": len(rows) - refused - failed,
-        "saturated": sum(1 for r in rows if r["saturated"] == "True"),
-        "noisy": sum(1 for r in rows if r["noisy"] == "True"),
-        "missing": sum(1 for p in planned if p.id not in recorded)
-        + sum(1 for s in states.values() if s is None),
-        "tasks_failed": sum(1 for s in states.values() if s == "failed"),
-    }
 
 
 def _context(run_dir: Path, prof: Profile) -> Context:
@@ -340,42 +340,3 @@ def _compile(only: str | None):
         return re.compile(only)
     except re.error as e:
         raise UsageError(f"--only {only!r} is not a regular expression ({e})") from None
-
-
-class _Signals:
-    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt, but never inside critical()."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __enter__(self):
-        self._pending = None
-        self._critical = False
-        self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-    def _handle(self, signum, frame):
-        if self._critical:
-            self._pending = signum
-        else:
-            raise KeyboardInterrupt
-
-    def hold(self):
-        """Defer signals for good: the run is ending and must finish its writes."""
-        self._critical = True
-
-    @contextlib.contextmanager
-    def critical(self):
-        """Finish the writes inside before acting on a signal that arrives meanwhile."""
-        self._critical = True
-        try:
-            yield
-        finally:
-            self._critical = False
-        if self._pending is not None:
-            raise KeyboardInterrupt
-
-
