@@ -241,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             check_output_path(args.out, "--out")
         except OutputPathError as e:
             die(PROG, str(e), e.exit_code)
-    cpus = len(spec.cpus) if spec.cpus else len(os.sched_getaffinity(0))
-    if spec.workers > cpus and args.cluster is None:
+    cpus = len(getattr(spec, "cpus", None) or os.sched_getaffinity(0))
+    if getattr(spec, "workers", 1) > cpus and args.cluster is None:   # burst mode: one process
         print(f"{PROG}: warning: --procs {spec.procs} workers on {cpus} CPU(s): they share "
               "them and the load generator may saturate first; give at most one per CPU",
               file=sys.stderr, flush=True)
