@@ -23,7 +23,7 @@ def _tested(doc, claim):
 
 def test_document_has_format_and_every_probe(doc):
     assert doc["format"] == 1
-    assert set(doc["probes"]) == {"C1", "C4", "C5", "C6"}
+    assert set(doc["probes"]) == {"C1", "C4", "C5", "C6", "C9"}
     for entry in doc["probes"].values():
         assert entry["status"] in ("tested", "not tested")
         assert entry.get("reading") or entry.get("reason")
@@ -76,3 +76,18 @@ def _needs_a_bigger_machine():
 
 def test_a_probe_that_cannot_run_is_not_tested_with_its_reason():
     assert probes._guarded(_needs_a_bigger_machine) == {"not_tested": "needs 2 GB of descriptors"}
+
+
+def test_c9_select_and_the_c_library_agree_on_the_bound_whatever_the_word_size(doc):
+    o = _tested(doc, "C9")
+    assert o["pointer_bits"] in (32, 64) and o["claimed_fd_setsize"] == 32 * o["pointer_bits"]
+    sel = o["cpython_select"]
+    assert sel["lowest_refused"] == 1024 and "out of range" in sel["message"]
+    chk = o["fd_set_fdelt_chk"]
+    if "unavailable" not in chk:                    # glibc: its own check says where fd_set ends
+        assert chk["lowest_refused"] == 1024 and chk["words"] * chk["bits_per_word"] == 1024
+        assert chk["fd_set_bytes"] == 128
+    comp = o["fd_set_compiled"]
+    if "unavailable" not in comp:
+        assert comp["sizeof_fd_set"] * 8 == comp["FD_SETSIZE"] == 1024
+    assert "1024" in doc["probes"]["C9"]["reading"]

@@ -1,4 +1,4 @@
-"""Kernel probes for claims C1, C4, C5 and C6: small experiments, one fresh child each.
+"""Kernel probes for claims C1, C4, C5, C6 and C9: small experiments, one fresh child each.
 
 Each probe runs in its own spawned interpreter (descriptor limits and
 descriptors never leak into the next one) and returns what it observed; the
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.rundir.schema import FORMAT
 from bench.tasks.child import ChildFailed, run_in_child
-from bench.tasks.probes_child import NotTested, probe_c1, probe_c4, probe_c5, probe_c6
+from bench.tasks.probes_child import NotTested, probe_c1, probe_c4, probe_c5, probe_c6, probe_c9
 from servers.sysutil import utc_now
 
 PROBE_TIMEOUT_S = 120.0
@@ -102,6 +102,24 @@ def read_c6(o: dict) -> str:
     return text
 
 
+def read_c9(o: dict) -> str:
+    """A reading of the C9 outcome: does FD_SETSIZE follow the word size?"""
+    sel, comp, chk = o["cpython_select"], o["fd_set_compiled"], o["fd_set_fdelt_chk"]
+    text = (f"{o['machine']}, {o['pointer_bits']}-bit pointers ({o['long_bits']}-bit long, "
+            f"{o['int_bits']}-bit int): the claim predicts FD_SETSIZE {o['claimed_fd_setsize']}. ")
+    text += (f"CPython's select.select refuses descriptor {sel['lowest_refused']} and accepts "
+             f"{sel['lowest_refused'] - 1} ({sel['message']}). " if sel["lowest_refused"] is not None
+             else f"CPython's select.select accepted every descriptor up to {sel['searched'][1]}. ")
+    if "unavailable" not in comp:
+        text += (f"Compiled against the C library's headers: sizeof(fd_set) {comp['sizeof_fd_set']} bytes, "
+                 f"FD_SETSIZE {comp['FD_SETSIZE']} (= __FD_SETSIZE {comp['__FD_SETSIZE']}), "
+                 f"{comp['sizeof_fd_mask'] * 8}-bit words. ")
+    if "unavailable" not in chk:
+        text += (f"glibc's __fdelt_chk aborts from descriptor {chk['lowest_refused']}: "
+                 f"{chk['words']} words of {chk['bits_per_word']} bits, {chk['fd_set_bytes']} bytes. ")
+    return text.strip()
+
+
 # ------------------------------------------------------------------ parent
 
 PROBES = {  # claim -> (what the probe does, child function, reading)
@@ -113,6 +131,9 @@ PROBES = {  # claim -> (what the probe does, child function, reading)
            "level-triggered, edge-triggered and with EPOLLONESHOT", probe_c5, read_c5),
     "C6": ("/proc/self/maps before and after an epoll set with 10,000 registered "
            "descriptors; the epoll descriptor's link and mmap on it", probe_c6, read_c6),
+    "C9": ("word size; the lowest descriptor value CPython's select.select refuses (one socket "
+           "dup2'd, bisected); sizeof(fd_set) from a program compiled with cc, and the bound "
+           "glibc's __fdelt_chk enforces (forked children)", probe_c9, read_c9),
 }
 
 
@@ -152,7 +173,7 @@ def _guarded(fn) -> dict:
 def main(argv: list[str] | None = None) -> int:
     import argparse
     p = argparse.ArgumentParser(prog="python -m bench.tasks.probes",
-                      description="Kernel probes for C1, C4, C5, C6; writes RUN_DIR/probes.json.")
+                      description="Kernel probes for C1, C4, C5, C6, C9; writes RUN_DIR/probes.json.")
     p.add_argument("run_dir", metavar="RUN_DIR")
     args = p.parse_args(argv)
     run_probes(args.run_dir)
