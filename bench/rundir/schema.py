@@ -19,6 +19,8 @@ POINT_COLUMNS = [
     "server_cpu_user_us_per_msg", "server_cpu_sys_us_per_msg",
     "loadgen_cpu_user_us_per_msg", "noise_cpu_pct", "reference", "ctl_calls_per_msg",
     "connect_s", "server_saturated",
+    # C10: the server's context switches (voluntary + involuntary, all threads) per message
+    "ctx_switches_per_msg",
 ]
 # server_saturated: the server's CPU (user + system, from its window snapshots)
 # over the window's seconds reached this share of one core. CLAIMS.md: such a
@@ -36,6 +38,8 @@ REFERENCES = ("epoll-toggle", "threads", "asyncio", "uvloop")
 MICRO_COLUMNS = [
     "op", "mechanism", "registered", "ready", "timeout_mode",
     "ns_median", "ns_p10", "ns_p90", "samples", "note",
+    # appended (C11): CPU per timed call from getrusage around the loop, user + sys = cpu
+    "user_ns_per_call", "sys_ns_per_call", "cpu_ns_per_call",
 ]
 
 SYSCALL_COLUMNS = [
