@@ -55,6 +55,8 @@ MEMORY_COLUMNS = [
     "io_kiocb",
     # appended: the server's share of every slabinfo line that grows with the connections
     "slab_growing_bytes",
+    # appended (C10): the server's threads and what they cost the kernel
+    "threads", "kernel_stack_bytes", "task_bytes", "per_conn_thread_bytes",
 ]
 
 # file name -> its columns, for the loader
