@@ -32,8 +32,10 @@ and pools what the children return. What each op times:
   the next wait(timeout=0), timed together; poll pays the rebuild again,
   epoll one epoll_ctl(EPOLL_CTL_MOD).
 
-CPU time (C11): getrusage(RUSAGE_THREAD) around the timed loop gives its user
-and system seconds, returned with the samples; the parent divides their pooled
+CPU time (C11): getrusage(RUSAGE_SELF) around the timed loop gives its user
+and system seconds, returned with the samples (the child has one thread;
+RUSAGE_THREAD would not do: it omits the running thread's time since its
+last tick, so a short loop reads 0); the parent divides their pooled
 sums by the pooled calls (micro.csv user_ns_per_call, sys_ns_per_call and
 their sum cpu_ns_per_call). Linux measures the sum exactly (the scheduler's
 runtime) and splits it between user and system in proportion to the timer
@@ -164,9 +166,9 @@ def measure(cfg: dict, samples: int | None, config: MicroConfig) -> dict:
         est_ns = max(statistics.median(warm), 1)
         samples = int(min(config.max_samples,
                           max(config.min_samples, config.budget_ms * 1e6 / est_ns)))
-    ru0 = resource.getrusage(resource.RUSAGE_THREAD)
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     data = [one() for _ in range(max(samples, 2))]
-    ru1 = resource.getrusage(resource.RUSAGE_THREAD)
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
     gc.enable()
     return {"data": data, "note": note, "timer_ns": [timer_ns],
             "cpu_user_s": ru1.ru_utime - ru0.ru_utime, "cpu_sys_s": ru1.ru_stime - ru0.ru_stime}
