@@ -90,7 +90,7 @@ def test_each_mechanism_keeps_its_colour_in_every_figure(synthetic_run):
             if mech in plots.COLORS:
                 assert line.get_color() == plots.COLORS[mech], (name, mech)
                 seen.add(mech)
-    assert seen == {"select", "poll", "epoll", "epoll-et"}
+    assert seen == {"select", "poll", "epoll", "epoll-et", "threads"}   # threads: scan only
 
 
 def test_references_are_labelled_and_keep_their_colour(tmp_path):
