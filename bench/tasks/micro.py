@@ -117,7 +117,7 @@ def measure_group(configs: list[dict], samples: int | None, config: MicroConfig,
                   timer_ns: list[int]) -> list[dict]:
     """Measure one (op, N) group: every configuration in `config.processes`
     fresh children, samples pooled; returns its micro.csv rows."""
-    pooled = [{"data": [], "note": "", "user_s": 0.0, "sys_s": 0.0} for _ in configs]
+    pooled = [{"data": [], "note": "", "user_s": 0.0, "sys_s": 0.0, "cpu_calls": 0} for _ in configs]
     refused = None                         # select's refusal at this N, measured once
     for rnd in range(config.processes):
         # later rounds run the group backwards, so no configuration always goes first
@@ -140,6 +140,7 @@ def measure_group(configs: list[dict], samples: int | None, config: MicroConfig,
             acc["data"] += res.get("data", [])
             acc["user_s"] += res.get("cpu_user_s", 0.0)
             acc["sys_s"] += res.get("cpu_sys_s", 0.0)
+            acc["cpu_calls"] += res.get("cpu_calls", 0)
             timer_ns.extend(res.get("timer_ns", []))
     rows = []
     for cfg, acc in zip(configs, pooled):
@@ -148,7 +149,7 @@ def measure_group(configs: list[dict], samples: int | None, config: MicroConfig,
         if len(acc["data"]) >= 2:
             row["ns_median"], row["ns_p10"], row["ns_p90"] = summarize(acc["data"])
             row["samples"] = len(acc["data"])
-            row.update(cpu_split(acc["user_s"], acc["sys_s"], len(acc["data"])))
+            row.update(cpu_split(acc["user_s"], acc["sys_s"], acc["cpu_calls"]))
         rows.append(row)
     return rows
 
