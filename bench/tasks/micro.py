@@ -149,7 +149,8 @@ def measure_group(configs: list[dict], samples: int | None, config: MicroConfig,
         if len(acc["data"]) >= 2:
             row["ns_median"], row["ns_p10"], row["ns_p90"] = summarize(acc["data"])
             row["samples"] = len(acc["data"])
-            row.update(cpu_split(acc["user_s"], acc["sys_s"], acc["cpu_calls"]))
+            if acc["cpu_calls"]:               # io_uring: none (its loop writes untimed to make readiness)
+                row.update(cpu_split(acc["user_s"], acc["sys_s"], acc["cpu_calls"]))
         rows.append(row)
     return rows
 
