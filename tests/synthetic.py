@@ -244,7 +244,9 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
                     "rss_bytes": 30_000_000 + 600 * conns, "slab_bytes": per_conn * conns,
                     "per_conn_rss_bytes": 600, "per_conn_kernel_bytes": round(NAMED_SHARE * per_conn, 1),
                     "eventpoll_epi": 128 * conns, "eventpoll_pwq": 72 * conns,
-                    "TCP": 2300 * conns, "sock_inode_cache": 700 * conns}, MEMORY_COLUMNS)
+                    "TCP": 2300 * conns, "sock_inode_cache": 700 * conns,
+                    "threads": conns + 2 if mech == "threads" else 1,
+                    "per_conn_thread_bytes": 23000 if mech == "threads" else 50}, MEMORY_COLUMNS)
     if syscalls:
         for mech, calls in syscalls.items():
             for name, per_msg in calls.items():

@@ -10,7 +10,7 @@ from bench.analysis.claims.rules import (CLAIMS, NOT_TESTED, RULE_COMPARE, RULE_
                                          THREADS_MEMORY_FACTOR, Verdict, combine, differs, untested)
 from bench.analysis.claims.text import num
 
-FIGURE = "memory"
+FIGURE = "threads_cpu"
 CPU, CTX = "server_cpu_us_per_msg", "ctx_switches_per_msg"
 
 

@@ -8,7 +8,7 @@ from bench.analysis.claims.rules import (CLAIMS, NOT_TESTED, PARTLY, REFUTED, SU
                                          combine, grows_linearly, is_flat, untested)
 from bench.analysis.claims.text import shape_text, slope_text
 
-FIGURE = "micro_wait_1_ready"
+FIGURE = "micro_cpu_split"
 
 
 def grows(fit: dict) -> bool | None:

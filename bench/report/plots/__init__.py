@@ -14,19 +14,22 @@ save_all draws on matplotlib Figures directly (Agg canvas, no pyplot state),
 so it is safe to call from servers, tests and notebooks alike.
 
 Modules: common (colours, labels, data selections, drawing helpers),
-point_figures, micro_figures and resource_figures (the figures, by the data
-they read), registry (FIGURES, save_all). A new figure is one plot_<name> in
-the module of its data plus one FIGURES entry; this package re-exports both.
+point_figures, micro_figures, resource_figures and threads_figures (the
+figures, by the data they read), registry (FIGURES, save_all). A new figure
+is one plot_<name> in the module of its data plus one FIGURES entry; this
+package re-exports both.
 """
 
 from bench.report.plots.common import COLORS, ORDER, Selection, color, label, mechanisms_in
-from bench.report.plots.micro_figures import (plot_micro_wait_0_ready, plot_micro_wait_1_ready,
+from bench.report.plots.micro_figures import (plot_micro_cpu_split, plot_micro_wait_0_ready,
+                                              plot_micro_wait_1_ready,
                                               plot_micro_wait_all_ready)
 from bench.report.plots.point_figures import (plot_activity_cpu, plot_activity_throughput, plot_capacity,
                                               plot_events_per_call, plot_msgsize, plot_scan_cpu, plot_scan_latency,
                                               plot_scan_throughput, plot_scan_wait)
 from bench.report.plots.registry import FIGURES, FigureSpec, has_data, save_all, table_for
 from bench.report.plots.resource_figures import MIN_CALLS_PER_MSG, plot_fdlimit, plot_memory, plot_syscalls
+from bench.report.plots.threads_figures import plot_threads_cpu, plot_threads_memory
 
 __all__ = [
     "COLORS", "ORDER", "Selection", "color", "label", "mechanisms_in",
@@ -35,4 +38,5 @@ __all__ = [
     "plot_scan_wait", "plot_scan_throughput", "plot_scan_latency", "plot_scan_cpu", "plot_capacity",
     "plot_activity_throughput", "plot_activity_cpu", "plot_events_per_call", "plot_msgsize",
     "plot_fdlimit", "plot_syscalls", "plot_memory",
+    "plot_micro_cpu_split", "plot_threads_cpu", "plot_threads_memory",
 ]
