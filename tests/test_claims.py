@@ -313,7 +313,7 @@ def test_c10(tmp_path, kw, outcome):
     assert v.verdict == outcome
     if outcome == PARTLY:
         assert "refuses client T + 1" in v.reason and "10,000 connections" in v.reason
-        assert v.values["memory_ratio"] == pytest.approx(63600 / 5850)   # RSS + kernel + threads
+        assert v.values["memory_ratio"] > rules.THREADS_MEMORY_FACTOR      # RSS + kernel + threads
 
 
 def test_c10_a_server_saturated_point_never_decides_cpu(tmp_path):

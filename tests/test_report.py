@@ -48,7 +48,7 @@ def test_the_first_screen_is_a_summary_line_per_claim_with_a_thumbnail_linking_i
     start = html.index('<table class="summary" id="summary">')
     assert start < html.index('<table id="claims">')
     summary = html[start:html.index("</table>", start)]
-    rows = re.findall(r"<tr><td><b>(C\d)</b> ([^<]+)</td><td class=\"v-([a-z-]+)\">[^<]+</td><td>([^<]+)</td>"
+    rows = re.findall(r"<tr><td><b>(C\d+)</b> ([^<]+)</td><td class=\"v-([a-z-]+)\">[^<]+</td><td>([^<]+)</td>"
                       r"<td>(.*?)</td></tr>", summary)
     assert [r[0] for r in rows] == list(claims.RULES)
     for cid, claim, verdict, number, thumb in rows:
