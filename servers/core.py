@@ -108,6 +108,10 @@ class Stats:
             "cpu_user_s": ru.ru_utime,
             "cpu_sys_s": ru.ru_stime,
             "peak_rss_bytes": _peak_rss_bytes(ru),
+            # every thread's, the exited ones' included (kernel/sys.c getrusage);
+            # /proc/<pid>/status counts the main thread alone
+            "ctx_voluntary": ru.ru_nvcsw,
+            "ctx_involuntary": ru.ru_nivcsw,
             **self.extra,
         }
 

@@ -38,6 +38,11 @@ READY_COST = {"select": (10.0, 20.0), "poll": (10.0, 22.0), "epoll": (11.0, 0.0)
               "epoll-et": (10.8, 0.0), "epoll-toggle": (13.0, 0.0)}
 READY_KS = {1000: (0, 1, 3, 10, 30, 100, 300, 1000), 5000: (0, 1, 10, 100, 1000, 5000)}
 EPOLL_MAXEVENTS = 1024
+# micro's CPU per wait call, ns per registered descriptor: CPython's select
+# rebuilds its sets (user); select's and poll's kernel scan (system)
+USER_SLOPES = {"select": 3.0, "poll": 0.0, "epoll": 0.0, "epoll-et": 0.0}
+SYS_SLOPES = {"select": 2.0, "poll": 4.0, "epoll": 0.0, "epoll-et": 0.0}
+USER_BASE_NS, SYS_BASE_NS = 500.0, 300.0
 
 META = {  # the shape bench.rundir.meta.collect_meta writes
     "format": 1, "state": "complete",
@@ -108,7 +113,9 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
              probes: dict | None = None,
              memory: dict | None = None, syscalls: dict | None = None,
              meta: dict | None = None, cost_factor: float = 1.0,
-             ready_cost: dict | None = None, ready_ks: dict | None = None) -> Path:
+             ready_cost: dict | None = None, ready_ks: dict | None = None,
+             extra_cpu_us: dict | None = None, user_slopes: dict | None = None,
+             sys_slopes: dict | None = None) -> Path:
     """Write a synthetic run directory and return its path.
 
     micro_slopes/scan_slopes: {mechanism: ns per descriptor}; micro_fn:
@@ -129,6 +136,10 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
     ready_cost: {mechanism: (µs per message, ns per registered fd per burst)}
     writes the ready experiment (N = 1000 and 5000 as READY_KS, or ready_ks)
     over READY_COST with these changes; epoll splits bursts at MAXEVENTS.
+    extra_cpu_us: {mechanism: µs per message added in scan/scan-rate} (put
+    "threads" in `mechanisms` to give it points); user_slopes/sys_slopes:
+    {mechanism: ns per descriptor} of micro's user and system CPU per call
+    (default USER_SLOPES/SYS_SLOPES; None of both: no split columns).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=False)   # rows are appended: never reuse a directory
@@ -137,6 +148,7 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
     micro_slopes = {**MICRO_SLOPES, **(micro_slopes or {})}
     scan_slopes = {**SCAN_SLOPES, **(scan_slopes or {})}
     activity_cpu = {**ACTIVITY_CPU, **(activity_cpu or {})}
+    multiplexers = [m for m in mechanisms if m != "threads"]   # threads: scan and scan-rate only
 
     def flagged(exp, mech, conns, rep):
         key = (exp, mech, conns)
@@ -174,24 +186,25 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
                         if mech == "select" and conns >= FD_SETSIZE:
                             refused(exp, mech, conns, 10, 64, rate, rep)
                             continue
-                        m = _measures(w, 4 + wait / 1000, wait, 5.0,   # base cost + one scan per message
+                        m = _measures(w, 4 + wait / 1000 + (extra_cpu_us or {}).get(mech, 0.0),
+                                      wait, 5.0,   # base cost + one scan per message
                                       throughput=rate and w.jitter(rate * 0.999))
                         emit(exp, mech, conns, 10, 64, rate, rep, m)
         if "activity" in experiments:
             for ratio in RATIOS:
-                for mech in mechanisms:
+                for mech in multiplexers:
                     lo, hi = activity_cpu.get(mech, (20.0, 12.0))
                     us = lo + (hi - lo) * (ratio - 0.01) / 0.99
                     m = _measures(w, us, 3000 + 10 * ratio * 1000, max(1.0, 1000 * ratio / 4))
                     emit("activity", mech, 1000, int(round(1000 * ratio)), 64, None, rep, m)
         if "msgsize" in experiments:
             for size in (64, 1024, 16384):
-                for mech in mechanisms:
+                for mech in multiplexers:
                     m = _measures(w, 15 + size / 1000, 4000, 10.0)
                     emit("msgsize", mech, 100, 100, size, None, rep, m)
         if "fdlimit" in experiments:
             for conns in range(900, 1101, 20):
-                for mech in mechanisms:
+                for mech in multiplexers:
                     wall = {"select": select_wall, "poll": poll_wall}.get(mech)
                     echoing = min(conns, wall) if wall else conns
                     m = _measures(w, 30, 2000 + 5 * conns, 5.0)
@@ -205,7 +218,7 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
     if ready_cost is not None:
         _ready_rows(w, {**READY_COST, **ready_cost}, ready_ks or READY_KS, reps)
     if micro:
-        for mech in mechanisms:
+        for mech in multiplexers:
             for n in micro_sizes:
                 for ready in sorted({0, 1, 10, n}):
                     for mode in ("zero", "blocking"):
@@ -221,9 +234,13 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
                         ns = w.cost(scan + (per_ready_ns or {}).get(mech, PER_READY_NS) * returned)
                         note = (f"epoll returned {MAXEVENTS} of {ready} ready (MAXEVENTS)"
                                 if returned < ready else "")
+                        user = w.cost(USER_BASE_NS + {**USER_SLOPES, **(user_slopes or {})}.get(mech, 0) * n)
+                        sys_ = w.cost(SYS_BASE_NS + {**SYS_SLOPES, **(sys_slopes or {})}.get(mech, 0) * n)
                         append_row(run_dir / "micro.csv",
                                    {**row, "ns_median": round(ns, 2), "ns_p10": round(0.9 * ns, 2),
-                                    "ns_p90": round(1.2 * ns, 2), "note": note}, MICRO_COLUMNS)
+                                    "ns_p90": round(1.2 * ns, 2), "note": note,
+                                    "user_ns_per_call": round(user, 1), "sys_ns_per_call": round(sys_, 1),
+                                    "cpu_ns_per_call": round(user + sys_, 1)}, MICRO_COLUMNS)
             for n in (10, 100, 1000):               # mode drain: bench.c's loop, +1 µs per ready
                 for ready in (1, n):
                     ns = w.cost(MICRO_INTERCEPT_NS + micro_slopes.get(mech, 0.0) * n + 1000.0 * ready)
@@ -247,7 +264,9 @@ def make_run(run_dir, *, experiments=("scan", "scan-rate", "activity", "msgsize"
                     "rss_bytes": 30_000_000 + 600 * conns, "slab_bytes": per_conn * conns,
                     "per_conn_rss_bytes": 600, "per_conn_kernel_bytes": round(NAMED_SHARE * per_conn, 1),
                     "eventpoll_epi": 128 * conns, "eventpoll_pwq": 72 * conns,
-                    "TCP": 2300 * conns, "sock_inode_cache": 700 * conns}, MEMORY_COLUMNS)
+                    "TCP": 2300 * conns, "sock_inode_cache": 700 * conns,
+                    "threads": conns + 2 if mech == "threads" else 1,
+                    "per_conn_thread_bytes": 23000 if mech == "threads" else 50}, MEMORY_COLUMNS)
     if syscalls:
         for mech, calls in syscalls.items():
             for name, per_msg in calls.items():
@@ -289,7 +308,8 @@ def _ready_rows(w: _Writer, cost: dict, ks: dict, reps: int) -> None:
 
 
 def probes_doc(value_limit=True, kernel_takes_high_fd=True, poll_einval=True,
-               et_writes_reported=2, eventpoll_mapped=False) -> dict:
+               et_writes_reported=2, eventpoll_mapped=False, pointer_bits=64, fd_setsize=1024,
+               extra_client="reset") -> dict:
     """probes.json in the shape bench.tasks.probes writes (only the fields claims read)."""
     def tested(outcome):
         return {"status": "tested", "outcome": outcome, "reading": "synthetic"}
@@ -310,13 +330,27 @@ def probes_doc(value_limit=True, kernel_takes_high_fd=True, poll_einval=True,
                       "new_mappings": [{"path": "", "bytes": 1 << 20}],
                       "eventpoll_mappings_after": [{"path": "anon_inode:[eventpoll]"}] if eventpoll_mapped else [],
                       "mmap_epoll_fd": {"result": "error", "errno": "ENODEV"}}),
+        "C9": tested({"machine": "x86_64" if pointer_bits == 64 else "i686", "pointer_bits": pointer_bits,
+                      "claimed_fd_setsize": 32 * pointer_bits,
+                      "cpython_select": {"lowest_refused": fd_setsize, "searched": [5, 19999],
+                                         "message": "filedescriptor out of range in select()"},
+                      "fd_set_compiled": {"sizeof_fd_set": fd_setsize // 8, "FD_SETSIZE": fd_setsize},
+                      "fd_set_fdelt_chk": {"lowest_refused": fd_setsize, "words": fd_setsize // pointer_bits,
+                                           "bits_per_word": pointer_bits}}),
+        "C10": tested({"thread_limit": {"started": 10000, "at_least": True, "stopped_by": "our cap"},
+                       "capped_server": {"max_threads": 4, "served_first": 4, "extra_outcome": extra_client,
+                                         "extra_waited_s": 2.0 if extra_client == "no answer" else 0.001,
+                                         **({"extra_after_a_thread_freed": "echoed"}
+                                            if extra_client == "no answer" else
+                                            {"new_client_after_a_thread_freed": "echoed"})}}),
     }}
 
 
 FULL_SYNTHETIC = dict(
     ready_cost={},
     probes=probes_doc(),
-    memory={"epoll": 5200, "epoll-et": 5200, "poll": 5000, "select": 5000},
+    mechanisms=MECHS + ("threads",), extra_cpu_us={"threads": 8.0},
+    memory={"epoll": 5200, "epoll-et": 5200, "poll": 5000, "select": 5000, "threads": 40000},
     syscalls={"epoll": {"epoll_wait": 0.2, "recvfrom": 1.0, "sendto": 1.0, "mmap": 0.0001},
               "poll": {"poll": 0.2, "recvfrom": 1.0, "sendto": 1.0},
               "select": {"select": 0.2, "recvfrom": 1.0, "sendto": 1.0}},

@@ -139,6 +139,14 @@ def test_reference_without_wait_counters_keeps_its_cpu_and_counts_epoll_ctl():
     assert row["ctl_calls_per_msg"] == pytest.approx(2.0)
 
 
+def test_context_switches_per_message_from_the_window_snapshots():
+    assert to_row(POINT, LOADGEN, SERVER, SNAPSHOTS, CPU)["ctx_switches_per_msg"] is None  # not recorded
+    snaps = [dict(SNAPSHOTS[0], ctx_voluntary=500, ctx_involuntary=10),
+             dict(SNAPSHOTS[1], ctx_voluntary=80500, ctx_involuntary=4010)]
+    row = to_row(dict(POINT, mechanism="threads"), LOADGEN, SERVER, snaps, CPU)
+    assert row["ctx_switches_per_msg"] == pytest.approx((80000 + 4000) / 40000)
+
+
 def test_every_reference_row_is_recomputed_from_its_raw_json():
     """results/reference keeps each point's raw outputs: to_row on them gives the CSV row."""
     import csv

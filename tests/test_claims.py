@@ -19,7 +19,7 @@ def verdict(tmp_path, cid, **kw):
 
 def test_every_claim_gets_one_verdict_with_its_number_rule_and_figure(tmp_path):
     vs = claims.verdicts(make_run(tmp_path / "run", **FULL_SYNTHETIC))
-    assert [v.id for v in vs] == [f"C{i}" for i in range(1, 9)]
+    assert [v.id for v in vs] == [f"C{i}" for i in range(1, 12)]
     for v in vs:
         assert v.verdict in claims.OUTCOMES and v.verdict != NOT_TESTED, v
         assert v.numbers and v.rule and v.reason and v.claim
@@ -333,3 +333,64 @@ def test_c3_server_level_form(tmp_path, kw, outcome, holds):
 def test_c3_from_the_ready_experiment_alone_is_at_most_partly_supported(tmp_path):
     v = verdict(tmp_path, "C3", ready_cost={}, experiments=(), micro=False)
     assert v.verdict == PARTLY and "cannot show linearity" in v.reason
+
+
+# C9-C11 on runs holding only what each reads: make_run and its analysis cost seconds each
+C9_RUN = dict(experiments=("fdlimit",), micro=False)
+C10_RUN = dict(experiments=("scan-rate",), micro=False, mechanisms=("epoll", "threads"),
+               extra_cpu_us={"threads": 8.0}, memory={"epoll": 5200, "threads": 40000})
+C11_RUN = dict(experiments=(), mechanisms=("select", "poll", "epoll"))
+
+
+# C9: FD_SETSIZE and the word size
+@pytest.mark.parametrize("kw, outcome", [
+    (dict(probes=probes_doc()), REFUTED),                                   # 64-bit, 1024 everywhere
+    (dict(probes=probes_doc(pointer_bits=32)), SUPPORTED),                  # 32 × 32 = 1024
+    (dict(probes=probes_doc(fd_setsize=2048)), PARTLY),                     # 2048 in the library, wall at 1019
+    (dict(), NOT_TESTED),                                                   # no probe: no word size
+])
+def test_c9(tmp_path, kw, outcome):
+    v = verdict(tmp_path, "C9", **C9_RUN, **kw)
+    assert v.verdict == outcome
+    if outcome == REFUTED:
+        assert "__FD_SETSIZE" in v.reason and "independent of the word size" in v.reason
+        assert v.values["claimed"] == 2048 and v.values["fd_set_bits"] == 1024
+
+
+# C10: thread per connection
+@pytest.mark.parametrize("kw, outcome", [
+    (dict(probes=probes_doc()), PARTLY),                                    # refused; costs more
+    (dict(probes=probes_doc(extra_client="no answer")), SUPPORTED),         # waits for a free thread
+    (dict(probes=probes_doc(), extra_cpu_us={"threads": -2.0},
+          memory={"epoll": 60000, "threads": 3000}), REFUTED),              # refused, and cheaper
+    (dict(experiments=(), memory=None), NOT_TESTED),                        # no probe, points or memory
+])
+def test_c10(tmp_path, kw, outcome):
+    v = verdict(tmp_path, "C10", **{**C10_RUN, **kw})
+    assert v.verdict == outcome
+    if outcome == PARTLY:
+        assert "refuses client T + 1" in v.reason and "10,000 connections" in v.reason
+        assert v.values["memory_ratio"] > rules.THREADS_MEMORY_FACTOR      # RSS + kernel + threads
+
+
+def test_c10_a_server_saturated_point_never_decides_cpu(tmp_path):
+    run = make_run(tmp_path / "run", **{**C10_RUN, "memory": None})
+    pts = pd.read_csv(run / "points.csv")
+    pts["server_saturated"] = pts["mechanism"] == "threads"
+    pts.to_csv(run / "points.csv", index=False)
+    v = {v.id: v for v in claims.verdicts(run)}["C10"]
+    assert v.verdict == NOT_TESTED and "threads" in v.numbers
+
+
+# C11: who checks every socket
+@pytest.mark.parametrize("kw, outcome", [
+    (dict(), SUPPORTED),
+    (dict(user_slopes={"poll": 2.0}), PARTLY),                              # poll's wrapper scans too
+    (dict(user_slopes={"select": 0.0, "poll": 3.0, "epoll": 3.0}), REFUTED),
+    (dict(micro=False), NOT_TESTED),
+])
+def test_c11(tmp_path, kw, outcome):
+    v = verdict(tmp_path, "C11", **C11_RUN, **kw)
+    assert v.verdict == outcome
+    if outcome == SUPPORTED:
+        assert "true of epoll alone" in v.reason and "C3" in v.reason

@@ -17,7 +17,7 @@ N = 1000
 def measured(tmp_path_factory):
     """Every mechanism holding N idle connections: (rows by mechanism, memory.json)."""
     run_dir = tmp_path_factory.mktemp("memory")
-    doc = memory.run_memory(run_dir, list(servers.MECHANISMS), [N],
+    doc = memory.run_memory(run_dir, list(servers.MECHANISMS) + ["threads"], [N],
                             fd_limits={m: fd_limit(m) for m in servers.MECHANISMS if fd_limit(m)})
     with open(run_dir / "memory.csv", newline="") as f:
         assert next(csv.reader(f)) == MEMORY_COLUMNS
@@ -43,6 +43,18 @@ def test_per_connection_figures_are_positive_or_the_reason_recorded(measured, me
     grown = next(x for x in doc["rows"] if x["mechanism"] == mechanism)["grown_caches"]
     assert "TCP" in grown and int(r["slab_growing_bytes"]) == sum(grown.values())
     assert int(r["slab_growing_bytes"]) > float(r["per_conn_kernel_bytes"]) * N / 2
+
+
+def test_threads_cost_a_thread_per_connection_and_the_multiplexers_none(measured):
+    rows, doc = measured
+    threads, epoll = rows["threads"], rows["epoll"]
+    assert int(threads["threads"]) >= N and int(epoll["threads"]) == 1
+    if doc["reason"]:
+        assert threads["per_conn_thread_bytes"] == ""
+        return
+    # each thread has a kernel stack (THREAD_SIZE, 16 KiB on x86-64) and a task_struct
+    assert float(threads["per_conn_thread_bytes"]) > 8192
+    assert float(epoll["per_conn_thread_bytes"]) < float(threads["per_conn_thread_bytes"]) / 10
 
 
 def test_the_control_and_the_limits_are_recorded(measured):

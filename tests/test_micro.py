@@ -59,6 +59,24 @@ def test_every_mechanism_has_wait_rows_with_positive_costs(run):
             assert 0 < p10 <= med <= p90, row
 
 
+def test_user_and_system_time_per_call_sum_to_the_cpu_total_in_every_row(run):
+    _, _, rows = run
+    measured = [r for r in rows if r["samples"] and r["mechanism"] != "io_uring"]
+    assert {r["mechanism"] for r in measured} == {"select", "poll", "epoll"}
+    for r in measured:
+        user, sys_, cpu = (float(r[k]) for k in ("user_ns_per_call", "sys_ns_per_call", "cpu_ns_per_call"))
+        assert user >= 0 and sys_ >= 0 and cpu > 0, r
+        assert abs(user + sys_ - cpu) <= 0.1 + 1e-9, r        # each rounded to 0.1 ns
+    for r in rows:
+        if not r["samples"] or r["mechanism"] == "io_uring":   # refused, or its loop writes untimed
+            assert r["user_ns_per_call"] == r["sys_ns_per_call"] == r["cpu_ns_per_call"] == "", r
+
+
+def test_cpu_split_divides_by_the_calls():
+    assert micro.cpu_split(0.003, 0.001, 2000) == {"user_ns_per_call": 1500.0, "sys_ns_per_call": 500.0,
+                                                   "cpu_ns_per_call": 2000.0}
+
+
 def test_select_stops_at_fd_setsize_with_the_reason(run):
     _, _, rows = run
     refused = _rows(rows, op="wait", mechanism="select", registered=PAST_SETSIZE)

@@ -53,10 +53,12 @@ def test_every_figure_writes_a_non_empty_png_and_svg_for_the_tiny_run(saved, tmp
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference"
 
 
-# figures of issue 10 (the ready experiment, micro's drain mode): the committed reference
-# run predates them; it is regenerated with `make bench` on a quiet machine
+# figures the committed reference run predates: issue 10's (the ready experiment, micro's
+# drain mode) and issue 12's (threads in scan-rate and memory, micro's user/system split);
+# empty once results/reference is regenerated with `make bench` on a quiet machine
 NEWER_THAN_REFERENCE = {"ready_cpu", "ready_cpu_large_n", "ready_events", "ready_drain",
-                        "micro_drain_1_ready", "micro_drain_all_ready"}
+                        "micro_drain_1_ready", "micro_drain_all_ready",
+                        "micro_cpu_split", "threads_cpu", "threads_memory"}
 
 
 def test_every_figure_draws_from_the_committed_reference_run(tmp_path):
@@ -97,7 +99,7 @@ def test_each_mechanism_keeps_its_colour_in_every_figure(synthetic_run):
             if mech in plots.COLORS:
                 assert line.get_color() == plots.COLORS[mech], (name, mech)
                 seen.add(mech)
-    assert seen == {"select", "poll", "epoll", "epoll-et", "epoll-toggle"}   # ready has the reference
+    assert seen == {"select", "poll", "epoll", "epoll-et", "epoll-toggle", "threads"}
 
 
 def test_references_are_labelled_and_keep_their_colour(tmp_path):

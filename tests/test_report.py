@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 
 import pytest  # noqa: E402
 
+from bench.analysis import claims  # noqa: E402
 from bench.report import plots  # noqa: E402
 from bench.report.compare import compare_runs  # noqa: E402
 from bench.report.render import write_report  # noqa: E402
@@ -31,9 +32,9 @@ def test_report_html_has_the_claims_table_first_and_every_figure(tiny_report):
     claims_at = html.index('<table id="claims">')
     assert claims_at < html.index("<figure")
     table = html[claims_at:html.index("</table>", claims_at)]
-    for cid in [f"C{i}" for i in range(1, 9)]:
+    for cid in claims.RULES:
         assert f"<td>{cid}: " in table
-    assert len(re.findall(r'class="v-(supported|partly-supported|refuted|not-tested)"', table)) == 8
+    assert len(re.findall(r'class="v-(supported|partly-supported|refuted|not-tested)"', table)) == len(claims.RULES)
     run = load_run(run_dir)
     drawn = [n for n in plots.FIGURES if plots.has_data(run, n)]
     assert drawn
@@ -47,9 +48,9 @@ def test_the_first_screen_is_a_summary_line_per_claim_with_a_thumbnail_linking_i
     start = html.index('<table class="summary" id="summary">')
     assert start < html.index('<table id="claims">')
     summary = html[start:html.index("</table>", start)]
-    rows = re.findall(r"<tr><td><b>(C\d)</b> ([^<]+)</td><td class=\"v-([a-z-]+)\">[^<]+</td><td>([^<]+)</td>"
+    rows = re.findall(r"<tr><td><b>(C\d+)</b> ([^<]+)</td><td class=\"v-([a-z-]+)\">[^<]+</td><td>([^<]+)</td>"
                       r"<td>(.*?)</td></tr>", summary)
-    assert [r[0] for r in rows] == [f"C{i}" for i in range(1, 9)]
+    assert [r[0] for r in rows] == list(claims.RULES)
     for cid, claim, verdict, number, thumb in rows:
         assert len(claim) < 60 and number.strip()
         if thumb:     # a small PNG that links to the full figure further down
@@ -104,7 +105,7 @@ def test_the_flags_count_what_was_set_aside(synthetic_run):
 def test_a_run_without_data_still_gets_a_report_saying_so(tmp_path):
     path = write_report(make_run(tmp_path / "empty", experiments=(), micro=False))
     html = path.read_text()
-    assert html.count('class="v-not-tested"') == 16          # the summary's 8 and the table's 8
+    assert html.count('class="v-not-tested"') == 2 * len(claims.RULES)   # the summary's and the table's
     assert "<figure" not in html and "Not in this run (no data)" in html
 
 

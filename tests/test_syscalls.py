@@ -171,6 +171,6 @@ def test_a_tiny_profile_fills_one_run_directory(tmp_path):
     assert {t: r["state"] for t, r in meta["tasks"].items()} == dict.fromkeys(
         ("probes", "syscalls", "memory"), "done")
     probes = json.loads((out / "probes.json").read_text())
-    assert set(probes["probes"]) == {"C1", "C4", "C5", "C6"}
+    assert set(probes["probes"]) == {"C1", "C4", "C5", "C6", "C9", "C10"}
     assert (out / "syscalls.json").exists() and (out / "memory.json").exists()
     assert (out / "report.md").exists()     # bench run = run() + the report (cli.cmd_run)

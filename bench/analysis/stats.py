@@ -278,7 +278,8 @@ def micro_wait(micro: pd.DataFrame, ready: str = "1", timeout_mode: str = "zero"
     if micro is None or micro.empty:
         return pd.DataFrame(columns=list(micro.columns) if micro is not None else [])
     df = micro.copy()
-    for c in ("registered", "ns_median", "ns_p10", "ns_p90", "samples"):
+    for c in ("registered", "ns_median", "ns_p10", "ns_p90", "samples",
+              "user_ns_per_call", "sys_ns_per_call", "cpu_ns_per_call"):
         if c in df:
             df[c] = pd.to_numeric(df[c], errors="coerce")
     text_ready = _text(df["ready"]).str.lower()
@@ -298,20 +299,25 @@ def micro_wait(micro: pd.DataFrame, ready: str = "1", timeout_mode: str = "zero"
 
 
 def micro_fits(micro: pd.DataFrame, ready: str = "1", timeout_mode: str = "zero",
-               max_registered: float | None = None, mode: str = "wait") -> pd.DataFrame:
-    """Per mechanism, a linear fit of wait-call ns_median vs registered descriptors.
+               max_registered: float | None = None, mode: str = "wait",
+               measure: str = "ns_median") -> pd.DataFrame:
+    """Per mechanism, a linear fit of wait-call `measure` vs registered descriptors.
 
     max_registered limits every fit to the sizes up to it, so mechanisms can be
     compared over the same range (select stops at FD_SETSIZE). Calls that
     returned fewer events than were ready (`capped`) never enter a fit: a
     per-ready-event cost is a cost per event returned.
+    measure: ns_median (wall time per call), or user_ns_per_call /
+    sys_ns_per_call (CPU per call, C11).
     """
     rows = micro_wait(micro, ready, timeout_mode, mode)
+    if measure not in rows:                    # a run from before the column existed
+        rows = rows.iloc[0:0]
     if not rows.empty:
         rows = rows[~rows["capped"]]
     if max_registered is not None and not rows.empty:
         rows = rows[rows["registered"] <= max_registered]
-    return _fits(rows, "registered", "ns_median")
+    return _fits(rows, "registered", measure)
 
 
 def fit_row(fits: pd.DataFrame, mechanism: str) -> dict | None:

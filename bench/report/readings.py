@@ -253,6 +253,54 @@ def _ready_reading(points, largest: bool, y: str, unit: str, what: str,
             + (f" Measured ready fraction at K={num(b['active'].max())}: {reached}." if reached else ""))
 
 
+def _split_reading(micro: pd.DataFrame) -> str:
+    """C11's figure: the user and the system slopes per mechanism, 1 ready, over select's range."""
+    user = an.micro_fits(micro, "1", measure="user_ns_per_call")
+    sel = an.fit_row(user, "select")
+    if not sel:
+        return ""
+    top = sel["x_max"]
+    parts = []
+    for part in ("user", "sys"):
+        fits = an.micro_fits(micro, "1", max_registered=top, measure=f"{part}_ns_per_call")
+        parts.append(_fits_reading(fits, "ns per registered descriptor",
+                                   f"{'User' if part == 'user' else 'System'} time per wait call up to "
+                                   f"N={num(top)}"))
+    return " ".join(p for p in parts if p)
+
+
+def _threads_reading(points: pd.DataFrame, mem: pd.DataFrame) -> tuple[str, str]:
+    """C10's figures: threads' CPU per message and memory per connection as multiples of epoll's."""
+    cpu_text = mem_text = ""
+    rows = plots.threads_figures.threads_cpu_rows(points)
+    if not rows.empty:
+        a = an.aggregate(rows[rows["usable"]], ["server_cpu_us_per_msg", "ctx_switches_per_msg"],
+                         by=["mechanism", "connections"])
+        wide = a.pivot_table(index="connections", columns="mechanism", values="server_cpu_us_per_msg")
+        if {"threads", "epoll"} <= set(wide.columns):
+            cpu_text = ("Server CPU per message, threads as a multiple of epoll: " + ", ".join(
+                f"×{r['threads'] / r['epoll']:.2f} at {num(n)}" for n, r in wide.dropna().iterrows())
+                + " connections. Each threads connection is a thread blocked in recv(), woken by the "
+                "kernel for its own data; epoll's are one interest set in one thread.")
+            ctx = a.pivot_table(index="connections", columns="mechanism", values="ctx_switches_per_msg")
+            if {"threads", "epoll"} <= set(ctx.columns) and len(ctx.dropna()):
+                n, r = next(iter(ctx.dropna().iloc[::-1].iterrows()))
+                cpu_text += (f" Context switches per message at {num(n)}: threads {num(r['threads'])}, "
+                             f"epoll {num(r['epoll'])}.")
+    m = plots.threads_figures.threads_memory_rows(mem)
+    if not m.empty:
+        wide = m.pivot_table(index="connections", columns="mechanism", values="per_conn_total_bytes")
+        if {"threads", "epoll"} <= set(wide.columns):
+            mem_text = ("Memory per connection, threads vs epoll: " + ", ".join(
+                f"{num(r['threads'], 'B')} vs {num(r['epoll'], 'B')} at {num(n)}"
+                for n, r in wide.dropna().iterrows()) + " connections. ")
+            top = m[(m["mechanism"] == "threads") & (m["connections"] == m["connections"].max())]
+            mem_text += (f"Of a threads connection's bytes, {num(top['per_conn_thread_bytes'].median(), 'B')} "
+                         "are its thread's kernel stack and task structures (dashed), the rest its "
+                         "stack pages (RSS) and socket.")
+    return cpu_text, mem_text
+
+
 FIGURE_EXPERIMENT = {"scan_wait": "scan", "scan_throughput": "scan", "scan_latency": "scan",
                      "scan_cpu": "scan", "ready_cpu": "ready", "ready_cpu_large_n": "ready",
                      "ready_events": "ready", "ready_drain": "ready", "fdlimit": "fdlimit",
@@ -279,6 +327,7 @@ def by_figure(run: Run, points: pd.DataFrame) -> dict[str, str]:
 def _from_data(run: Run, points: pd.DataFrame) -> dict[str, str]:
     micro1, micro_all = an.micro_fits(run.micro, "1"), an.micro_fits(run.micro, "all")
     pr = lambda *a: _points_reading(points, *a)
+    threads = _threads_reading(points, run.memory)
     return {
         "micro_wait_0_ready": _fits_reading(an.micro_fits(run.micro, "0"), "ns per registered descriptor",
                                             "With nothing ready and timeout 0 (C2 decides here)"),
@@ -311,4 +360,6 @@ def _from_data(run: Run, points: pd.DataFrame) -> dict[str, str]:
         "msgsize": pr("msgsize", "msg_size", "throughput_msgs_s", "size", "msg/s", "throughput", True),
         "syscalls": _syscalls_reading(run.syscalls, claims.read_task_json(run.path, "syscalls.json")),
         "memory": _memory_reading(run.memory, claims.read_task_json(run.path, "memory.json")),
+        "micro_cpu_split": _split_reading(run.micro),
+        "threads_cpu": threads[0], "threads_memory": threads[1],
     }

@@ -58,6 +58,9 @@ TITLES = {
     "msgsize": "Message size effect (msgsize)",
     "syscalls": "System calls per message (syscall profile)",
     "memory": "Memory per connection (memory)",
+    "micro_cpu_split": "User vs system CPU per wait call vs registered descriptors, 1 ready (micro)",
+    "threads_cpu": "Thread per connection vs epoll: server CPU per message vs connections (scan-rate)",
+    "threads_memory": "Thread per connection vs epoll: memory per connection (memory)",
 }
 
 

@@ -22,6 +22,8 @@ POINT_COLUMNS = [
     # the ready experiment (issue 10): bursts of K ready descriptors out of N
     "ready_fraction", "bursts", "wait_calls_per_burst", "server_cpu_us_per_burst",
     "drain_p50_us", "drain_p99_us",
+    # C10: the server's context switches (voluntary + involuntary, all threads) per message
+    "ctx_switches_per_msg",
 ]
 # server_saturated: the server's CPU (user + system, from its window snapshots)
 # over the window's seconds reached this share of one core. CLAIMS.md: such a
@@ -44,6 +46,8 @@ MICRO_COLUMNS = [
     # appended (issue 10): wait = timed wait calls on descriptors never read; drain =
     # libevent bench.c's iteration (wait, read each ready, write the next)
     "mode",
+    # appended (C11): CPU per timed call from getrusage around the loop, user + sys = cpu
+    "user_ns_per_call", "sys_ns_per_call", "cpu_ns_per_call",
 ]
 
 SYSCALL_COLUMNS = [
@@ -59,6 +63,8 @@ MEMORY_COLUMNS = [
     "io_kiocb",
     # appended: the server's share of every slabinfo line that grows with the connections
     "slab_growing_bytes",
+    # appended (C10): the server's threads and what they cost the kernel
+    "threads", "kernel_stack_bytes", "task_bytes", "per_conn_thread_bytes",
 ]
 
 # file name -> its columns, for the loader

@@ -8,7 +8,7 @@ from bench.rundir.schema import POINT_COLUMNS, REFERENCES, SERVER_SATURATED_SHAR
 # A reference server without a wait call of ours (threads, asyncio, uvloop)
 # reports the wait counters as null; ctl_calls is epoll-toggle's own counter.
 WINDOW_COUNTERS = ("cpu_user_s", "cpu_sys_s", "wait_calls", "wait_ns_total", "events_total",
-                   "ctl_calls")
+                   "ctl_calls", "ctx_voluntary", "ctx_involuntary")
 # Experiments whose point is to find where connections stop being served:
 # connections the server refused by design (select past FD_SETSIZE) are their
 # measure, not a failure; anything else the load generator saw still fails the point.
@@ -43,6 +43,8 @@ def to_row(point: dict, loadgen: dict | None, server: dict | None,
     events_per_call = their snapshot deltas / the delta of wait_calls.
     server_saturated = the server's CPU delta over the snapshots' own window
     seconds (the loadgen's window when they carry no clock) >= 90% of a core.
+    ctx_switches_per_msg = the server's voluntary + involuntary context
+    switches (getrusage, every thread) in the window / window messages.
     noise_cpu_pct = CPU used by other processes during the window, in % of
     one CPU (samples interpolated at the loadgen's window bounds); noisy
     when above the point's noise_threshold_pct. duration_s is the measured
@@ -109,6 +111,9 @@ def to_row(point: dict, loadgen: dict | None, server: dict | None,
             row["server_cpu_sys_us_per_msg"] = _round(delta["cpu_sys_s"] / messages * 1e6)
             if delta["ctl_calls"] is not None:
                 row["ctl_calls_per_msg"] = _round(delta["ctl_calls"] / messages)
+            if delta["ctx_voluntary"] is not None and delta["ctx_involuntary"] is not None:
+                row["ctx_switches_per_msg"] = _round(
+                    (delta["ctx_voluntary"] + delta["ctx_involuntary"]) / messages)
     elif lg and not problems:
         problems.append("no window snapshots from the server: server measures missing")
     if point["experiment"] == "ready":

@@ -11,6 +11,9 @@ CACHES = ("eventpoll_epi", "eventpoll_pwq", "TCP", "sock_inode_cache", "io_kiocb
 # io_kiocb: io_uring's request, one per armed multishot poll (its wait-queue entry
 # is inside it); a kernel without io_uring has no such line, so it counts where present
 OPTIONAL_CACHES = ("io_kiocb",)
+# C10: what a thread costs the kernel besides its stack pages (meminfo KernelStack):
+# its task_struct, its mappings (stack, guard, CPython's frame chunk) and its pid
+THREAD_CACHES = ("task_struct", "vm_area_struct", "pid")
 MEMINFO = ("Slab", "SReclaimable", "SUnreclaim", "KernelStack", "PageTables", "MemAvailable")
 GIB = 2 ** 30
 SETTLE_S = 0.2                   # after the last accept: registrations finish
@@ -61,10 +64,19 @@ def read_meminfo() -> dict[str, int]:
 
 
 def read_rss(pid: int) -> int | None:
+    return _status_field(pid, "VmRSS", 1024)
+
+
+def read_threads(pid: int) -> int | None:
+    """Threads: of /proc/<pid>/status (the thread server holds one per connection)."""
+    return _status_field(pid, "Threads", 1)
+
+
+def _status_field(pid: int, key: str, scale: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * scale
     except OSError:
         pass
     return None
@@ -100,7 +112,8 @@ def read_state(pid: int, lines: dict | None) -> dict:
     """One reading: the named caches' lines and every slabinfo line ("all"), in bytes
     (active_objs x objsize), meminfo, the server's RSS, fds and shared anonymous-inode mappings."""
     state = {"t": time.monotonic(), "meminfo": read_meminfo(), "rss_bytes": read_rss(pid),
-             "fds": count_fds(pid), "slab": None, "shared_maps": shared_maps(pid), "all": None}
+             "fds": count_fds(pid), "threads": read_threads(pid), "slab": None,
+             "shared_maps": shared_maps(pid), "all": None}
     if lines is not None:
         slab = read_slabinfo()
         state["slab"] = {c: (slab[l["line"]]["active_objs"] * slab[l["line"]]["objsize"]

@@ -43,6 +43,11 @@ of /proc/meminfo, every cache); slab_growing_bytes is the sum over every
 slabinfo line that grows with the connections; per_conn_rss_bytes is the VmRSS
 growth per connection and per_conn_kernel_bytes the four caches' share per
 connection (a lower figure: filp, dentry and the rest are not in it).
+What threads cost (C10) is apart: threads is the server's Threads: while
+holding, kernel_stack_bytes the growth of meminfo's KernelStack, task_bytes
+that of the task_struct, vm_area_struct and pid caches (each minus the
+control's), per_conn_thread_bytes their sum per connection: near 0 for a
+multiplexing server, a kernel stack and a task per connection for threads.
 Without /proc/slabinfo the cache columns are empty and memory.json says why.
 
     python -m bench.tasks.memory RUN_DIR [--connections 1000 5000] [--mechanisms ...]
@@ -59,8 +64,8 @@ import time
 from pathlib import Path
 
 from bench.tasks import procs
-from bench.tasks.kernel_mem import (CACHES, OPTIONAL_CACHES, SETTLE_S, count_fds, limits,
-                                    read_slabinfo, read_state, slab_lines, wait_quiet)
+from bench.tasks.kernel_mem import (CACHES, OPTIONAL_CACHES, SETTLE_S, THREAD_CACHES, count_fds,
+                                    limits, read_slabinfo, read_state, slab_lines, wait_quiet)
 from bench.tasks.memory_child import bare, hold
 from servers.sysutil import utc_now
 from bench.rundir.schema import FORMAT, MEMORY_COLUMNS
@@ -168,7 +173,8 @@ def _delta(m: dict, key: str, cache: str | None = None):
 # for the socket caches; none of the eventpoll lines, where the control grows
 # only by what is merged with them (the client's bind buckets)
 SERVER_PART_OF_CONTROL = {"TCP": 0.5, "sock_inode_cache": 0.5, "eventpoll_epi": 0.0,
-                          "eventpoll_pwq": 0.0, "io_kiocb": 0.0, None: 0.5}
+                          "eventpoll_pwq": 0.0, "io_kiocb": 0.0, None: 0.5,
+                          **dict.fromkeys(THREAD_CACHES, 0.0)}
 
 
 def row(m: dict, control: dict | None) -> dict:
@@ -184,7 +190,7 @@ def row(m: dict, control: dict | None) -> dict:
         d = _delta(m, key, cache)
         if d is None:
             return None
-        part = SERVER_PART_OF_CONTROL[cache]
+        part = SERVER_PART_OF_CONTROL[cache] if key == "Slab" else 0.0   # KernelStack: all the client's
         if control is None or control.get("error"):
             return d * part if part else d
         c = _delta(control, key, cache)
@@ -195,7 +201,12 @@ def row(m: dict, control: dict | None) -> dict:
     complete = all(caches[c] is not None for c in CACHES if c not in OPTIONAL_CACHES)
     rss = m["during"]["rss_bytes"]
     grown = growing_caches(m, control)
+    tasks = [share(c) for c in THREAD_CACHES]
+    task_bytes = None if None in tasks else round(sum(tasks))
+    stack = share(key="KernelStack") if "KernelStack" in m["during"]["meminfo"] else None
     return {
+        "threads": m["during"].get("threads"), "kernel_stack_bytes": stack, "task_bytes": task_bytes,
+        "per_conn_thread_bytes": None if None in (task_bytes, stack) else round((stack + task_bytes) / n, 1),
         "mechanism": m["mechanism"], "connections": n, "rss_bytes": rss,
         "slab_bytes": round(share()), **{c: None if v is None else round(v) for c, v in caches.items()},
         "per_conn_rss_bytes": round((rss - m["before"]["rss_bytes"]) / n, 1),
@@ -237,7 +248,7 @@ def run_memory(run_dir, mechanisms, connections, *, fd_limits=None, env=None, se
            "capacity_probe": {"run": False, "note": "not run: the limit that stops a server "
                                                     "first is predicted instead (first_limits)"}}
     try:
-        lines = slab_lines(read_slabinfo())
+        lines = slab_lines(read_slabinfo(), CACHES + THREAD_CACHES)
         doc["caches"] = lines
         missing = [c for c, l in lines.items() if l["line"] is None and c not in OPTIONAL_CACHES]
         if missing:

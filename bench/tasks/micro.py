@@ -120,7 +120,7 @@ def measure_group(configs: list[dict], samples: int | None, config: MicroConfig,
                   timer_ns: list[int]) -> list[dict]:
     """Measure one (op, N) group: every configuration in `config.processes`
     fresh children, samples pooled; returns its micro.csv rows."""
-    pooled = [{"data": [], "note": ""} for _ in configs]
+    pooled = [{"data": [], "note": "", "user_s": 0.0, "sys_s": 0.0, "cpu_calls": 0} for _ in configs]
     refused = None                         # select's refusal at this N, measured once
     for rnd in range(config.processes):
         # later rounds run the group backwards, so no configuration always goes first
@@ -141,6 +141,9 @@ def measure_group(configs: list[dict], samples: int | None, config: MicroConfig,
                 refused = res["note"]
             acc["note"] = res["note"]
             acc["data"] += res.get("data", [])
+            acc["user_s"] += res.get("cpu_user_s", 0.0)
+            acc["sys_s"] += res.get("cpu_sys_s", 0.0)
+            acc["cpu_calls"] += res.get("cpu_calls", 0)
             timer_ns.extend(res.get("timer_ns", []))
     rows = []
     for cfg, acc in zip(configs, pooled):
@@ -150,6 +153,8 @@ def measure_group(configs: list[dict], samples: int | None, config: MicroConfig,
         if len(acc["data"]) >= 2:
             row["ns_median"], row["ns_p10"], row["ns_p90"] = summarize(acc["data"])
             row["samples"] = len(acc["data"])
+            if acc["cpu_calls"]:               # io_uring: none (its loop writes untimed to make readiness)
+                row.update(cpu_split(acc["user_s"], acc["sys_s"], acc["cpu_calls"]))
         rows.append(row)
     return rows
 
@@ -206,6 +211,14 @@ def summarize(samples_ns: list[int]) -> tuple[int, int, int]:
     """(median, p10, p90) of the samples, in ns, rounded to integers."""
     deciles = statistics.quantiles(samples_ns, n=10, method="inclusive")
     return round(statistics.median(samples_ns)), round(deciles[0]), round(deciles[8])
+
+
+def cpu_split(user_s: float, sys_s: float, calls: int) -> dict:
+    """user_ns_per_call, sys_ns_per_call and their sum cpu_ns_per_call, to 0.1 ns,
+    from the CPU seconds a loop of `calls` timed operations used (C11)."""
+    user, sys_ = user_s * 1e9 / calls, sys_s * 1e9 / calls
+    return {"user_ns_per_call": round(user, 1), "sys_ns_per_call": round(sys_, 1),
+            "cpu_ns_per_call": round(user + sys_, 1)}
 
 
 def _run_id() -> str:

@@ -40,6 +40,21 @@ and pools what the children return. What each op times:
   descriptors are never read and stay on it). The cost is per iteration:
   the wait call and A reads and writes.
 
+CPU time (C11): the timed loop runs in a fresh thread. getrusage(RUSAGE_SELF)
+around it gives the loop's CPU time exactly (the scheduler's runtime, to the
+microsecond); the split into user and system is the thread's own
+getrusage(RUSAGE_THREAD) at the loop's end, whose ratio is that of the timer
+ticks (4 ms at HZ=250) that found the thread in user or kernel mode
+(kernel/sched/cputime.c cputime_adjust): a sample, finer the longer the loop
+(~60 ticks in the default 250 ms budget). Where C11 reads it (op=wait,
+timeout zero, ready 0 or 1) untimed calls follow the timed ones until the
+loop has run SPLIT_MIN_S, so that a cheap call capped at max_samples still
+gets ~25 ticks. A fresh thread, because the process's own ratio carries its
+set-up (imports, socketpairs) into the split. The parent divides the pooled
+seconds by the pooled calls, untimed ones included (micro.csv
+user_ns_per_call + sys_ns_per_call = cpu_ns_per_call); they include the
+loop's own overhead around each timed call (timer, closure), a constant.
+
 Costs include the timer and call overhead (`timer_ns` in micro.json, a
 constant offset that does not change a slope). The garbage collector is off
 while timing: poll and epoll return tuples, whose allocation would trigger
@@ -58,6 +73,7 @@ import resource
 import select
 import socket
 import statistics
+import threading
 from time import perf_counter_ns
 from typing import TYPE_CHECKING
 
@@ -66,6 +82,7 @@ from servers.sysutil import raise_nofile_limit
 if TYPE_CHECKING:
     from bench.tasks.micro import MicroConfig
 
+SPLIT_MIN_S = 0.1            # C11's rows: the CPU loop runs at least this long (25 ticks at HZ=250)
 MAXEVENTS = 1024             # servers/epoll_loop.py MAXEVENTS: the same call as the server
 REFUSED = "refused: FD_SETSIZE"
 
@@ -165,9 +182,38 @@ def measure(cfg: dict, samples: int | None, config: MicroConfig) -> dict:
         est_ns = max(statistics.median(warm), 1)
         samples = int(min(config.max_samples,
                           max(config.min_samples, config.budget_ms * 1e6 / est_ns)))
-    data = [one() for _ in range(max(samples, 2))]
+    split_min_s = (SPLIT_MIN_S if op == "wait" and cfg.get("mode", "wait") == "wait" and not blocking
+                   and ready <= 1 else 0.0)
+    data, cpu = _timed_loop(one, max(samples, 2), split_min_s)
     gc.enable()
-    return {"data": data, "note": note, "timer_ns": [timer_ns]}
+    return {"data": data, "note": note, "timer_ns": [timer_ns], **cpu}
+
+
+def _timed_loop(one, n: int, min_s: float = 0.0) -> tuple[list[int], dict]:
+    """n timed calls in a fresh thread, then untimed ones until min_s has passed:
+    (samples, {cpu_user_s, cpu_sys_s, cpu_calls}) as the module docstring says."""
+    out = {}
+
+    def body():
+        t_end = perf_counter_ns() + int(min_s * 1e9)
+        out["data"] = [one() for _ in range(n)]
+        calls = n
+        while perf_counter_ns() < t_end:
+            one()
+            calls += 1
+        out["calls"] = calls
+        out["thread"] = resource.getrusage(resource.RUSAGE_THREAD)
+
+    worker = threading.Thread(target=body)
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    worker.start()
+    worker.join()
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    total = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+    t = out["thread"]
+    user_share = t.ru_utime / (t.ru_utime + t.ru_stime) if t.ru_utime + t.ru_stime > 0 else 1.0
+    return out["data"], {"cpu_user_s": total * user_share, "cpu_sys_s": total * (1 - user_share),
+                         "cpu_calls": out["calls"]}
 
 
 def _drain_iteration(mech: str, wait, args, readers: list[int], writers: list[int], ready: int):

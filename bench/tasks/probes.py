@@ -1,4 +1,4 @@
-"""Kernel probes for claims C1, C4, C5 and C6: small experiments, one fresh child each.
+"""Kernel probes for claims C1, C4, C5, C6, C9 and C10: small experiments, one fresh child each.
 
 Each probe runs in its own spawned interpreter (descriptor limits and
 descriptors never leak into the next one) and returns what it observed; the
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from bench.rundir.schema import FORMAT
 from bench.tasks.child import ChildFailed, run_in_child
-from bench.tasks.probes_child import NotTested, probe_c1, probe_c4, probe_c5, probe_c6
+from bench.tasks.probes_child import NotTested, probe_c1, probe_c4, probe_c5, probe_c6, probe_c9
+from bench.tasks.threads_probe import probe_c10
 from servers.sysutil import utc_now
 
 PROBE_TIMEOUT_S = 120.0
@@ -102,6 +103,46 @@ def read_c6(o: dict) -> str:
     return text
 
 
+def read_c9(o: dict) -> str:
+    """A reading of the C9 outcome: does FD_SETSIZE follow the word size?"""
+    sel, comp, chk = o["cpython_select"], o["fd_set_compiled"], o["fd_set_fdelt_chk"]
+    text = (f"{o['machine']}, {o['pointer_bits']}-bit pointers ({o['long_bits']}-bit long, "
+            f"{o['int_bits']}-bit int): the claim predicts FD_SETSIZE {o['claimed_fd_setsize']}. ")
+    text += (f"CPython's select.select refuses descriptor {sel['lowest_refused']} and accepts "
+             f"{sel['lowest_refused'] - 1} ({sel['message']}). " if sel["lowest_refused"] is not None
+             else f"CPython's select.select accepted every descriptor up to {sel['searched'][1]}. ")
+    if "unavailable" not in comp:
+        text += (f"Compiled against the C library's headers: sizeof(fd_set) {comp['sizeof_fd_set']} bytes, "
+                 f"FD_SETSIZE {comp['FD_SETSIZE']} (= __FD_SETSIZE {comp['__FD_SETSIZE']}), "
+                 f"{comp['sizeof_fd_mask'] * 8}-bit words. ")
+    if "unavailable" not in chk:
+        text += (f"glibc's __fdelt_chk aborts from descriptor {chk['lowest_refused']}: "
+                 f"{chk['words']} words of {chk['bits_per_word']} bits, {chk['fd_set_bytes']} bytes. ")
+    return text.strip()
+
+
+def read_c10(o: dict) -> str:
+    """A reading of the C10 outcome: how many threads, what stops them, what client T + 1 sees."""
+    t, c = o["thread_limit"], o["capped_server"]
+    room = {k: v for k, v in t["headroom_before"].items() if v is not None}
+    first = min(room, key=room.get) if room else None
+    text = (f"Started {'at least ' if t['at_least'] else ''}{t['started']:,} threads "
+            f"({t['stack_bytes'] // 1024} KiB stacks, {t['maps_per_thread']} mappings and "
+            f"{t['rss_per_thread_bytes'] / 1024:.0f} KiB RSS each) in {t['start_s']} s; stopped by "
+            f"{t['stopped_by']}" + (f" ({t['error']})" if t["error"] else "") + ". ")
+    if first:
+        text += ("Threads each limit allowed at the start: "
+                 + ", ".join(f"{k} {v:,}" for k, v in sorted(room.items(), key=lambda kv: kv[1]))
+                 + f"; {first} comes first. ")
+    text += (f"A threads server capped at {c['max_threads']}: {c['served_first']} clients echoed; client "
+             f"{c['max_threads'] + 1} connected, then {c['extra_outcome']} after {c['extra_waited_s']} s")
+    if "extra_after_a_thread_freed" in c:
+        text += f"; once a thread freed it was {c['extra_after_a_thread_freed']}"
+    else:
+        text += f"; once a thread freed, a new client was {c['new_client_after_a_thread_freed']}"
+    return text + "."
+
+
 # ------------------------------------------------------------------ parent
 
 PROBES = {  # claim -> (what the probe does, child function, reading)
@@ -113,6 +154,12 @@ PROBES = {  # claim -> (what the probe does, child function, reading)
            "level-triggered, edge-triggered and with EPOLLONESHOT", probe_c5, read_c5),
     "C6": ("/proc/self/maps before and after an epoll set with 10,000 registered "
            "descriptors; the epoll descriptor's link and mmap on it", probe_c6, read_c6),
+    "C9": ("word size; the lowest descriptor value CPython's select.select refuses (one socket "
+           "dup2'd, bisected); sizeof(fd_set) from a program compiled with cc, and the bound "
+           "glibc's __fdelt_chk enforces (forked children)", probe_c9, read_c9),
+    "C10": ("threads started (blocked) until one fails or a cap, with every limit on them read "
+            "before and at the end; the threads server capped at 4 threads with a fifth client",
+            probe_c10, read_c10),
 }
 
 
@@ -152,7 +199,7 @@ def _guarded(fn) -> dict:
 def main(argv: list[str] | None = None) -> int:
     import argparse
     p = argparse.ArgumentParser(prog="python -m bench.tasks.probes",
-                      description="Kernel probes for C1, C4, C5, C6; writes RUN_DIR/probes.json.")
+                      description="Kernel probes for C1, C4, C5, C6, C9, C10; writes RUN_DIR/probes.json.")
     p.add_argument("run_dir", metavar="RUN_DIR")
     args = p.parse_args(argv)
     run_probes(args.run_dir)

@@ -11,10 +11,14 @@ import errno
 import fcntl
 import mmap
 import os
+import platform
 import resource
 import select
+import shutil
 import socket
 import struct
+import subprocess
+import tempfile
 import termios
 import time
 from pathlib import Path
@@ -74,6 +78,117 @@ def _raw_select(fd: int) -> dict:
     return {"nfds": fd + 1, "bitmap_bytes": ctypes.sizeof(bits), "returned": n,
             "errno": errno.errorcode.get(err) if err else None,
             "fd_reported_ready": bool(bits[fd // word_bits] >> (fd % word_bits) & 1)}
+
+
+# ------------------------------------------------------------------ C9
+
+C9_SOURCE = r"""#include <stdio.h>
+#include <sys/select.h>
+int main(void) {
+    printf("%zu %d %d %zu\n", sizeof(fd_set), FD_SETSIZE, __FD_SETSIZE, sizeof(__fd_mask));
+    return 0;
+}
+"""
+C9_SEARCH_TOP = 1 << 16      # highest descriptor value either search tries
+
+
+def probe_c9() -> dict:
+    """Child: word size, where CPython's select refuses a descriptor, the C library's fd_set."""
+    limits = raise_nofile_limit()
+    ptr_bits = struct.calcsize("P") * 8
+    a, b = socket.socketpair()
+    top = min((limits["soft"] or C9_SEARCH_TOP) - 1, C9_SEARCH_TOP)
+    start = max(_open_fds()) + 1           # dup2 onto a free number only: never over an open one
+    refused = _lowest(lambda fd: _select_refuses(a.fileno(), fd), start, top)
+    msg = None
+    if refused is not None:
+        try:
+            _select_refuses(a.fileno(), refused, raise_it=True)
+        except ValueError as e:
+            msg = str(e)
+    a.close()
+    b.close()
+    return {"machine": platform.machine(), "architecture": platform.architecture()[0],
+            "pointer_bits": ptr_bits, "long_bits": ctypes.sizeof(ctypes.c_long) * 8,
+            "int_bits": ctypes.sizeof(ctypes.c_int) * 8, "claimed_fd_setsize": 32 * ptr_bits,
+            "rlimit_nofile": limits,
+            "cpython_select": {"lowest_refused": refused, "searched": [start, top], "message": msg},
+            "fd_set_compiled": _compiled_fd_set(), "fd_set_fdelt_chk": _fdelt_chk_bound()}
+
+
+def _lowest(refuses, lo: int, hi: int) -> int | None:
+    """The lowest value in [lo, hi] that `refuses`, by bisection (refusal is monotonic)."""
+    if not refuses(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if refuses(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _select_refuses(src: int, fd: int, raise_it: bool = False) -> bool:
+    os.dup2(src, fd)                       # the same socket at descriptor value fd
+    try:
+        select.select([fd], [], [], 0)
+        return False
+    except ValueError:
+        if raise_it:
+            raise
+        return True
+    finally:
+        os.close(fd)
+
+
+def _compiled_fd_set() -> dict:
+    # sizeof(fd_set) and FD_SETSIZE as the C library's headers define them
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        return {"unavailable": "no C compiler (cc) on PATH"}
+    with tempfile.TemporaryDirectory() as tmp:
+        src, exe = Path(tmp) / "fdset.c", Path(tmp) / "fdset"
+        src.write_text(C9_SOURCE)
+        try:
+            subprocess.run([cc, str(src), "-o", str(exe)], check=True, capture_output=True, timeout=60)
+            out = subprocess.run([str(exe)], check=True, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError) as e:
+            return {"unavailable": f"{cc} failed: {type(e).__name__}"}
+    size, setsize, internal, mask = (int(x) for x in out.stdout.split())
+    return {"compiler": cc, "sizeof_fd_set": size, "FD_SETSIZE": setsize, "__FD_SETSIZE": internal,
+            "sizeof_fd_mask": mask}
+
+
+def _fdelt_chk_bound() -> dict:
+    # glibc's own bound check behind FD_SET with _FORTIFY_SOURCE: __fdelt_chk(d)
+    # returns d / __NFDBITS, and aborts for d >= FD_SETSIZE (debug/fdelt_chk.c)
+    libc = ctypes.CDLL(None)
+    fn = getattr(libc, "__fdelt_chk", None)
+    if fn is None:
+        return {"unavailable": "the C library has no __fdelt_chk (not glibc)"}
+    fn.argtypes, fn.restype = [ctypes.c_long], ctypes.c_long
+    refused = _lowest(lambda d: _aborts(fn, d), 0, C9_SEARCH_TOP)
+    if refused is None:
+        return {"unavailable": f"__fdelt_chk accepted every descriptor up to {C9_SEARCH_TOP}"}
+    words = fn(refused - 1) + 1            # bit refused-1 is in word refused/NFDBITS - 1
+    return {"lowest_refused": refused, "words": words, "bits_per_word": refused // words,
+            "fd_set_bytes": refused // 8}
+
+
+def _aborts(fn, d: int) -> bool:
+    pid = os.fork()
+    if pid == 0:                           # the child may abort: no core, no message
+        try:
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 2)
+            os.environ["LIBC_FATAL_STDERR_"] = "1"
+            fn(d)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFSIGNALED(status)
 
 
 # ------------------------------------------------------------------ C4

@@ -64,6 +64,9 @@ MIN_DECIDING_REPETITIONS = 5
 # CLAIMS.md: "A point where the server used 90% or more of its core
 # (`server_saturated`) never decides a CPU-per-message verdict" (bench.rundir.schema)
 SERVER_SATURATED = SERVER_SATURATED_SHARE
+# ours (C10): memory per connection is one measurement per point (no interval),
+# so threads "cost more" only from twice epoll's bytes per connection
+THREADS_MEMORY_FACTOR = 2.0
 
 SUPPORTED, PARTLY, REFUTED, NOT_TESTED = "supported", "partly supported", "refuted", "not tested"
 OUTCOMES = (SUPPORTED, PARTLY, REFUTED, NOT_TESTED)
@@ -100,6 +103,12 @@ CLAIMS = {
     "C7": "epoll does not degrade as idle descriptors grow, but may do worse than "
           "select/poll when nearly all descriptors are active",
     "C8": "epoll can hold about 100k connections per GB of memory (200k per 2 GB)",
+    "C9": "FD_SETSIZE is \"the size of 32 integers\": 32×32 = 1024 on a 32-bit machine, "
+          "32×64 = 2048 on a 64-bit one",
+    "C10": "with blocking sockets and a thread per client, if threads are limited (say to 1024) "
+           "the 1025th client blocks; and this style is less efficient on a single CPU",
+    "C11": "epoll and poll beat select because the program need not check every socket: "
+           "the operating system says which have events",
 }
 
 
@@ -113,6 +122,9 @@ CLAIMS_SHORT = {
     "C6": "epoll shares memory with the kernel (mmap)",
     "C7": "epoll flat with idle fds, worse when all active",
     "C8": "epoll: ~100k connections per GB",
+    "C9": "FD_SETSIZE is 32 words: 2048 on 64-bit",
+    "C10": "thread per client: client T+1 blocks; less efficient",
+    "C11": "poll/epoll: the OS says which sockets are ready",
 }
 
 

@@ -14,14 +14,16 @@ save_all draws on matplotlib Figures directly (Agg canvas, no pyplot state),
 so it is safe to call from servers, tests and notebooks alike.
 
 Modules: common (colours, labels, data selections, drawing helpers),
-point_figures, ready_figures, micro_figures and resource_figures (the
-figures, by the data they read), registry (FIGURES, save_all). A new figure is one plot_<name> in
-the module of its data plus one FIGURES entry; this package re-exports both.
+point_figures, ready_figures, micro_figures, resource_figures and
+threads_figures (the figures, by the data they read), registry (FIGURES,
+save_all). A new figure is one plot_<name> in the module of its data plus
+one FIGURES entry; this package re-exports both.
 """
 
 from bench.report.plots.common import COLORS, ORDER, Selection, color, label, mechanisms_in
-from bench.report.plots.micro_figures import (plot_micro_drain_1_ready, plot_micro_drain_all_ready,
-                                              plot_micro_wait_0_ready, plot_micro_wait_1_ready,
+from bench.report.plots.micro_figures import (plot_micro_cpu_split, plot_micro_drain_1_ready,
+                                              plot_micro_drain_all_ready, plot_micro_wait_0_ready,
+                                              plot_micro_wait_1_ready,
                                               plot_micro_wait_all_ready)
 from bench.report.plots.point_figures import (plot_capacity, plot_msgsize, plot_scan_cpu, plot_scan_latency,
                                               plot_scan_throughput, plot_scan_wait)
@@ -29,6 +31,7 @@ from bench.report.plots.ready_figures import (plot_ready_cpu, plot_ready_cpu_lar
                                               plot_ready_events)
 from bench.report.plots.registry import FIGURES, FigureSpec, has_data, save_all, table_for
 from bench.report.plots.resource_figures import MIN_CALLS_PER_MSG, plot_fdlimit, plot_memory, plot_syscalls
+from bench.report.plots.threads_figures import plot_threads_cpu, plot_threads_memory
 
 __all__ = [
     "COLORS", "ORDER", "Selection", "color", "label", "mechanisms_in",
@@ -38,4 +41,5 @@ __all__ = [
     "plot_scan_wait", "plot_scan_throughput", "plot_scan_latency", "plot_scan_cpu", "plot_capacity",
     "plot_msgsize", "plot_ready_cpu", "plot_ready_cpu_large_n", "plot_ready_events", "plot_ready_drain",
     "plot_fdlimit", "plot_syscalls", "plot_memory",
+    "plot_micro_cpu_split", "plot_threads_cpu", "plot_threads_memory",
 ]

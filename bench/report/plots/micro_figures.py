@@ -76,3 +76,34 @@ def plot_micro_drain_1_ready(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
 def plot_micro_drain_all_ready(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """micro.csv mode drain: one iteration with every descriptor ready, read and rewritten (C7)."""
     return _micro_figure(df, ax, "all", "bench.c drain loop, every descriptor ready", mode="drain")
+
+
+def micro_split_rows(df: pd.DataFrame | None) -> pd.DataFrame:
+    """micro.csv rows with 1 ready and a user/system split (C11): select, poll and epoll."""
+    rows = an.micro_wait(df, "1") if df is not None else pd.DataFrame()
+    if rows.empty or "user_ns_per_call" not in rows:
+        return pd.DataFrame()
+    return rows[rows["user_ns_per_call"].notna() & rows["mechanism"].isin(["select", "poll", "epoll"])]
+
+
+def plot_micro_cpu_split(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """micro.csv: CPU per wait call, user (solid) and system (dashed), vs registered descriptors (C11)."""
+    ax = _axes(ax)
+    rows = micro_split_rows(df)
+    if rows.empty:
+        return _no_data(ax, "user/system split in micro.csv")
+    for mech in mechanisms_in(rows):
+        g = rows[rows["mechanism"] == mech].groupby("registered").median(numeric_only=True).reset_index()
+        ax.plot(g["registered"], g["user_ns_per_call"], marker="o", ms=4, lw=1.8, color=color(mech),
+                label=label(mech))
+        ax.plot(g["registered"], g["sys_ns_per_call"], marker="s", ms=3, lw=1.2, ls="--", color=color(mech))
+    _log_if_decades(ax, "x", rows["registered"])
+    _log_if_decades(ax, "y", rows[["user_ns_per_call", "sys_ns_per_call"]].where(lambda v: v > 0))
+    _fd_setsize_line(ax, rows["registered"])
+    ax.set_xlabel("registered descriptors, socketpairs (count)")
+    ax.set_ylabel("CPU per wait call, timeout 0, 1 ready (ns)")
+    ax.set_title("Who checks every socket: user vs system CPU per wait call", fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    _legend(ax, rows, math.nan, [(Line2D([], [], color="grey"), "solid: user (CPython)"),
+                                 (Line2D([], [], color="grey", ls="--"), "dashed: system (kernel)")])
+    return ax

@@ -10,7 +10,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bench.report.plots import micro_figures, point_figures, ready_figures, resource_figures
+from bench.report.plots import (micro_figures, point_figures, ready_figures, resource_figures,
+                                threads_figures)
 from bench.report.plots.common import Selection, _exp, _micro, _nonempty
 
 
@@ -39,6 +40,12 @@ FIGURES: dict[str, FigureSpec] = {
     "msgsize": FigureSpec(point_figures.plot_msgsize, _exp("msgsize")),
     "syscalls": FigureSpec(resource_figures.plot_syscalls, _nonempty("syscalls", "calls_per_msg")),
     "memory": FigureSpec(resource_figures.plot_memory, _nonempty("memory", "per_conn_kernel_bytes")),
+    "micro_cpu_split": FigureSpec(micro_figures.plot_micro_cpu_split,
+                                  Selection("micro", micro_figures.micro_split_rows)),
+    "threads_cpu": FigureSpec(threads_figures.plot_threads_cpu,
+                              Selection("points", threads_figures.threads_cpu_rows)),
+    "threads_memory": FigureSpec(threads_figures.plot_threads_memory,
+                                 Selection("memory", threads_figures.threads_memory_rows)),
 }
 
 
