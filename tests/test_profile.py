@@ -137,8 +137,10 @@ def test_bundled_profiles_cover_every_experiment_within_budget(name, budget_s):
     assert set(EXPERIMENTS) - {"activity"} | {"micro"} <= kinds
     assert sum(plan.estimate_s(p) for p in pts) <= budget_s
     if name != "quick":       # CLAIMS.md: the points that decide verdicts get at least 5 repetitions
-        assert min(e.repetitions for e in prof.experiments
-                   if e.kind in rules.DECIDING_EXPERIMENTS) >= rules.MIN_DECIDING_REPETITIONS
+        deciding = [e for e in prof.experiments
+                    if rules.decides(e.kind, e.mechanisms, e.connections, e.ready)]
+        assert {e.kind for e in deciding} == set(rules.DECIDING)
+        assert min(e.repetitions for e in deciding) >= rules.MIN_DECIDING_REPETITIONS
 
 
 def test_ready_points_take_fewer_bursts_as_bursts_grow():

@@ -57,10 +57,25 @@ ABOUT_FACTOR = 2.0
 GB = 10 ** 9
 GIB = 2 ** 30
 # CLAIMS.md: "the points that decide verdicts get at least 5 repetitions": the
-# experiments whose points the claims fit or compare (C3, C7); the others are
-# context (activity, msgsize), counts (fdlimit) or the speed goal (references)
-DECIDING_EXPERIMENTS = ("scan", "scan-rate")
+# mechanisms the claims fit or compare, per experiment: select and poll in scan
+# (C3; epoll's closed loop saturates the load generator on 2 cores), select, poll
+# and epoll in scan-rate (C3, C7's idle half) and in ready up to N = 1,024 (C7's
+# busy half, decided where select exists), threads in scan-rate (C10). Other
+# mechanisms, larger N, ready's K = 0 control and the other experiments
+# (msgsize, fdlimit's counts, the references) are context.
+DECIDING = {"scan": ("select", "poll"), "scan-rate": ("select", "poll", "epoll", "threads"),
+            "ready": ("select", "poll", "epoll")}
+DECIDING_READY_MAX_N = 1024
 MIN_DECIDING_REPETITIONS = 5
+
+
+def decides(kind: str, mechanisms, connections, ready=()) -> bool:
+    """Whether an experiment of a profile holds points a verdict is decided on (DECIDING)."""
+    if not set(mechanisms) & set(DECIDING.get(kind, ())):
+        return False
+    if kind == "ready":
+        return any(k > 0 for k in ready) and min(connections) <= DECIDING_READY_MAX_N
+    return True
 # CLAIMS.md: "A point where the server used 90% or more of its core
 # (`server_saturated`) never decides a CPU-per-message verdict" (bench.rundir.schema)
 SERVER_SATURATED = SERVER_SATURATED_SHARE
