@@ -53,19 +53,10 @@ def test_every_figure_writes_a_non_empty_png_and_svg_for_the_tiny_run(saved, tmp
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference"
 
 
-# figures the committed reference run predates: issue 10's (the ready experiment, micro's
-# drain mode) and issue 12's (threads in scan-rate and memory, micro's user/system split);
-# empty once results/reference is regenerated with `make bench` on a quiet machine
-NEWER_THAN_REFERENCE = {"ready_cpu", "ready_cpu_large_n", "ready_events", "ready_drain",
-                        "micro_drain_1_ready", "micro_drain_all_ready",
-                        "micro_cpu_split", "threads_cpu", "threads_memory"}
-
-
 def test_every_figure_draws_from_the_committed_reference_run(tmp_path):
     run = load_run(REFERENCE)
     written = plots.save_all(run, tmp_path)
-    expected = set(plots.FIGURES) - (NEWER_THAN_REFERENCE - set(written))
-    assert sorted(written) == sorted(expected)          # a complete run has data for each
+    assert sorted(written) == sorted(plots.FIGURES)      # a complete run has data for each
     for name in written:
         assert (tmp_path / f"{name}.png").stat().st_size > 5000
         assert b"<svg" in (tmp_path / f"{name}.svg").read_bytes()[:2000]
