@@ -32,7 +32,7 @@ import sys
 import time
 from multiprocessing.connection import Connection
 
-from servers.sysutil import raise_nofile_limit
+from servers.sysutil import package_versions, raise_nofile_limit
 
 from . import worker
 from .spec import LoadSpec
@@ -50,13 +50,7 @@ def names(run_id: str) -> dict:
 
 def host_facts() -> dict:
     """What a client host runs: kernel, CPUs, Python and package versions."""
-    from importlib import metadata
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    versions = package_versions(PACKAGES)
     return {
         "hostname": socket.gethostname(),
         "kernel": platform.release(),

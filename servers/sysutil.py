@@ -125,6 +125,18 @@ def check_output_path(path: str | os.PathLike, option: str, append: bool = False
                               "writable directory") from None
 
 
+def package_versions(names) -> dict:
+    """{distribution name: installed version or None} (importlib.metadata)."""
+    from importlib import metadata
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def raise_nofile_limit(soft: int | None = None) -> dict:
     """Set the soft RLIMIT_NOFILE to `soft` (default: the hard limit); children inherit it.
 

@@ -3,7 +3,10 @@
 `tiny_run` is a directory made once per test session, in this order:
 1. IOMUX_TEST_RUN names an existing run directory: use it as is
    (IOMUX_TEST_RUN=synthetic forces case 3, for a fast local loop);
-2. otherwise a real `python -m bench run` of TINY_PROFILE (about 40 s on 2 cores);
+2. otherwise a copy of the committed reference run (results/reference: a real
+   `make bench`, every table and figure), so no test writes into the original;
+   IOMUX_TEST_RUN=tiny makes a real `python -m bench run` of TINY_PROFILE
+   instead (about 80 s on 2 cores);
 3. with IOMUX_TEST_RUN=synthetic, a synthetic run with every table and probe
    (tests/synthetic.py).
 `tiny_run_kind()` says which one the session got.
@@ -12,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -71,7 +75,11 @@ def tiny_run_dir(tmp_path_factory) -> tuple[Path, str]:
     given = os.environ.get("IOMUX_TEST_RUN")
     if given and given != "synthetic":
         _SESSION["run"] = Path(given), "given"
-    elif given != "synthetic":
+    elif given != "synthetic" and given != "tiny":
+        out = tmp_path_factory.mktemp("reference-copy") / "reference"
+        shutil.copytree(REPO / "results" / "reference", out)
+        _SESSION["run"] = out, "real"
+    elif given == "tiny":
         base = tmp_path_factory.mktemp("tiny-real")
         (base / "tiny.toml").write_text(TINY_PROFILE)
         out = base / "run"

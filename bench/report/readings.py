@@ -319,8 +319,9 @@ def by_figure(run: Run, points: pd.DataFrame) -> dict[str, str]:
     """figure name -> two sentences read off the run's data."""
     text = _from_data(run, points)
     for name, experiment in FIGURE_EXPERIMENT.items():
-        if not text.get(name):
-            text[name] = _nothing_usable(points, experiment)
+        said = text.get(name) or ""
+        if said.count(". ") + said.endswith(".") < 2:   # no trend left, at most what was set aside
+            text[name] = (_nothing_usable(points, experiment) + " " + said).strip()
     return text
 
 

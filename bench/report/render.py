@@ -300,8 +300,8 @@ th { background: #f3f3f3; }
 td.v-supported { background: #e3f4e1; } td.v-refuted { background: #f9dfdc; }
 td.v-partly-supported { background: #fdf3d6; } td.v-not-tested { background: #eee; }
 figure { margin: 2em 0; } figure img { width: 100%; max-width: 56em; } figcaption { max-width: 56em; }
-table.summary { font-size: 14px; margin: .6em 0; } table.summary td { vertical-align: middle; padding: .1em .5em; }
-table.summary img { width: 84px; display: block; } h1 { font-size: 1.5em; margin: .2em 0; }
+table.summary { font-size: 13px; margin: .6em 0; } table.summary td { vertical-align: middle; padding: .1em .5em; }
+table.summary img { width: 60px; display: block; } h1 { font-size: 1.5em; margin: .2em 0; }
 """
 
 

@@ -7,7 +7,7 @@ import platform
 import resource
 import subprocess
 import sys
-from importlib import metadata
+from servers.sysutil import package_versions
 from pathlib import Path
 
 from bench.rundir.schema import FORMAT
@@ -37,7 +37,7 @@ def collect_meta() -> dict:
         "python": {"version": platform.python_version(),
                    "implementation": platform.python_implementation(),
                    "executable": sys.executable},
-        "packages": _packages(),
+        "packages": package_versions(PACKAGES),
         "git": _git(),
     }
 
@@ -99,16 +99,6 @@ def _mem_total() -> int | None:
     except OSError:
         pass
     return None
-
-
-def _packages() -> dict:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def _git() -> dict:

@@ -177,16 +177,21 @@ def measure(cfg: dict, samples: int | None, config: MicroConfig) -> dict:
     gc.collect()
     gc.disable()
     timer_ns = statistics.median(_timer_overhead(200))   # reported, not subtracted
-    warm = [one() for _ in range(max(config.warmup_calls, 3))]
-    if samples is None:
-        est_ns = max(statistics.median(warm), 1)
-        samples = int(min(config.max_samples,
-                          max(config.min_samples, config.budget_ms * 1e6 / est_ns)))
+    samples = sample_count(one, config, samples)
     split_min_s = (SPLIT_MIN_S if op == "wait" and cfg.get("mode", "wait") == "wait" and not blocking
                    and ready <= 1 else 0.0)
     data, cpu = _timed_loop(one, max(samples, 2), split_min_s)
     gc.enable()
     return {"data": data, "note": note, "timer_ns": [timer_ns], **cpu}
+
+
+def sample_count(one, config, samples: int | None) -> int:
+    """Warm up `one`; the fixed count if given, else as many calls as config's time budget holds."""
+    warm = [one() for _ in range(max(config.warmup_calls, 3))]
+    if samples is not None:
+        return samples
+    est_ns = max(statistics.median(warm), 1)
+    return int(min(config.max_samples, max(config.min_samples, config.budget_ms * 1e6 / est_ns)))
 
 
 def _timed_loop(one, n: int, min_s: float = 0.0) -> tuple[list[int], dict]:

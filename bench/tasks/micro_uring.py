@@ -34,7 +34,7 @@ MAX_ENTRIES = 32768      # IORING_MAX_ENTRIES
 
 def measure(cfg: dict, samples: int | None, config) -> dict:
     """Child: one io_uring configuration of micro.csv (see the module docstring)."""
-    from bench.tasks.micro_child import _timer_overhead, open_pairs
+    from bench.tasks.micro_child import _timer_overhead, open_pairs, sample_count
     from servers import uring_loop
     why = uring_loop.unavailable()
     if why:
@@ -88,11 +88,7 @@ def measure(cfg: dict, samples: int | None, config) -> dict:
     gc.collect()
     gc.disable()
     timer_ns = statistics.median(_timer_overhead(200))   # reported, not subtracted
-    warm = [one() for _ in range(max(config.warmup_calls, 3))]
-    if samples is None:
-        est_ns = max(statistics.median(warm), 1)
-        samples = int(min(config.max_samples,
-                          max(config.min_samples, config.budget_ms * 1e6 / est_ns)))
+    samples = sample_count(one, config, samples)
     data = [one() for _ in range(max(samples, 2))]
     gc.enable()
     L.io_uring_queue_exit(ring)
